@@ -1,0 +1,71 @@
+/**
+ * The broker port: the only way api/ and worker/ talk to a message broker. A handler that
+ * resolves acknowledges its message; one that throws asks for redelivery. No offsets or
+ * receipt handles cross this line: adapters own them.
+ */
+
+export interface OutgoingMessage {
+  /** Partitioning / lookup key: the task id. RocketMQ: keys=[key]. */
+  key: string;
+  /** UTF-8 body, JSON in this product. */
+  body: string;
+  /** RocketMQ tag; carried as the `tag` header elsewhere. */
+  tag?: string;
+  /** Headers (Kafka) / user properties (RocketMQ). */
+  headers?: Record<string, string>;
+}
+
+export interface Delivery {
+  topic: string;
+  key: string;
+  body: string;
+  tag: string | undefined;
+  headers: Record<string, string>;
+  /** 1 on first delivery, then one more per redelivery of this message. */
+  attempt: number;
+}
+
+export type DeliveryHandler = (delivery: Delivery) => Promise<void>;
+
+export interface SubscribeOptions {
+  /** Handlers of this subscription running at once. Default 1. */
+  concurrency?: number;
+  /** Start a new group from the oldest retained message instead of the newest. Default true. */
+  fromBeginning?: boolean;
+}
+
+export interface CloseOptions {
+  /**
+   * How long to wait for running handlers before leaving them behind; their messages are not
+   * acknowledged and come back to another member. Default 30 000 ms.
+   */
+  graceMs?: number;
+}
+
+export interface Subscription {
+  /** Stops taking messages, waits for running handlers (up to the grace), leaves. Safe twice. */
+  close(opts?: CloseOptions): Promise<void>;
+  /** Handlers running now. */
+  readonly inFlight: number;
+}
+
+export interface Broker {
+  readonly kind: 'memory' | 'kafka' | 'rocketmq';
+  /**
+   * The dead-letter topic of a consumer group: RocketMQ's `%DLQ%<group>` (where the broker
+   * itself also moves messages after the group's max retries), `<group>.DLQ` elsewhere.
+   */
+  deadLetterTopic(group: string): string;
+  /** Creates topics that are missing (a no-op where the broker manages them). */
+  ensureTopics(topics: string[]): Promise<void>;
+  /** Resolves once the broker has the message (Kafka acks=all, RocketMQ send receipt). */
+  publish(topic: string, message: OutgoingMessage): Promise<void>;
+  subscribe(topic: string, group: string, handler: DeliveryHandler, opts?: SubscribeOptions): Promise<Subscription>;
+  /** Throws an UnavailableError when the broker cannot be reached. */
+  ping(): Promise<void>;
+  /** Closes every subscription and connection; runs every step even if one fails. Safe twice. */
+  close(opts?: CloseOptions): Promise<void>;
+}
+
+/** Exponential backoff before a failed delivery comes back: 200 ms, 400 ms, … at most 5 s. */
+export const redeliveryDelayMs = (attempt: number): number => Math.min(200 * 2 ** Math.max(0, attempt - 1), 5000);

@@ -1,0 +1,258 @@
+/**
+ * Apache RocketMQ 5 adapter (rocketmq-client-nodejs, the gRPC client of the 5.x proxy).
+ *
+ * - Publishing: one Producer; keys=[key], tag, headers as user properties.
+ * - Consuming: a SimpleConsumer per subscription. Messages are received with an invisible
+ *   duration (the broker's hold); while a handler runs the hold is extended with
+ *   changeInvisibleDuration; a handler that resolves acks; one that throws makes the message
+ *   visible again after a short backoff. deliveryAttempt is the attempt count. After the
+ *   group's max retries RocketMQ moves the message to %DLQ%<group> itself.
+ * - The client's startup() waits for ever when the proxy is down: it is bounded here.
+ */
+import { format } from 'node:util';
+import { FilterExpression, Producer, SimpleConsumer, type ILogger, type MessageView } from 'rocketmq-client-nodejs';
+import { UnavailableError, errorMessage, withTimeout } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { silentLogger } from '../logger.ts';
+import type { Broker, CloseOptions, Delivery, DeliveryHandler, OutgoingMessage, SubscribeOptions, Subscription } from './port.ts';
+import { redeliveryDelayMs } from './port.ts';
+
+export interface RocketMqBrokerOptions {
+  /** gRPC endpoint of the proxy, host:port. */
+  endpoint: string;
+  accessKey?: string;
+  secretKey?: string;
+  namespace?: string;
+  /**
+   * How long a received message stays invisible to others; renewed while it runs. Default
+   * 30 000 ms; the 5.x proxy refuses less than 10 000 ms (minInvisibleTimeMillsForRecv).
+   */
+  invisibleMs?: number;
+  /** Long-polling wait of one receive call. Default 5000 ms. */
+  awaitMs?: number;
+  /** Bound on client startup. Default 15 000 ms. */
+  startupTimeoutMs?: number;
+  /** Timeout of one RPC. Default 5000 ms. */
+  requestTimeoutMs?: number;
+  logger?: Logger;
+}
+
+/** Adapts our logger to the client's printf-style ILogger; its info lines become debug. */
+function clientLogger(log: Logger): ILogger {
+  return {
+    info: (...a: unknown[]) => log.debug(format(...a)),
+    debug: (...a: unknown[]) => log.debug(format(...a)),
+    warn: (...a: unknown[]) => log.debug(format(...a)),
+    error: (...a: unknown[]) => log.warn(format(...a)),
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The proxy's default minimum invisible duration for a receive. */
+export const MIN_INVISIBLE_MS = 10_000;
+
+export class RocketMqBroker implements Broker {
+  readonly kind = 'rocketmq' as const;
+  private readonly opts: Required<Omit<RocketMqBrokerOptions, 'logger' | 'accessKey' | 'secretKey'>> & { accessKey: string; secretKey: string };
+  private readonly logger: Logger;
+  private producer: Producer | undefined;
+  private producerReady: Promise<Producer> | undefined;
+  private readonly subs = new Set<Subscription>();
+  private closed = false;
+
+  constructor(opts: RocketMqBrokerOptions) {
+    this.logger = (opts.logger ?? silentLogger).child({ broker: 'rocketmq' });
+    this.opts = {
+      endpoint: opts.endpoint,
+      accessKey: opts.accessKey ?? '',
+      secretKey: opts.secretKey ?? '',
+      namespace: opts.namespace ?? '',
+      invisibleMs: Math.max(MIN_INVISIBLE_MS, opts.invisibleMs ?? 30_000),
+      awaitMs: opts.awaitMs ?? 5000,
+      startupTimeoutMs: opts.startupTimeoutMs ?? 15_000,
+      requestTimeoutMs: opts.requestTimeoutMs ?? 5000,
+    };
+  }
+
+  private base() {
+    return {
+      endpoints: this.opts.endpoint,
+      namespace: this.opts.namespace,
+      requestTimeout: this.opts.requestTimeoutMs,
+      logger: clientLogger(this.logger),
+      ...(this.opts.accessKey ? { sessionCredentials: { accessKey: this.opts.accessKey, accessSecret: this.opts.secretKey } } : {}),
+    };
+  }
+
+  /** startup() with a bound; on timeout the half-started client is shut down. */
+  private async start<C extends { startup(): Promise<void>; shutdown(): Promise<void> }>(client: C, what: string): Promise<C> {
+    try {
+      await withTimeout(client.startup(), this.opts.startupTimeoutMs, () => new Error(`${what} did not start within ${this.opts.startupTimeoutMs} ms`));
+      return client;
+    } catch (err) {
+      void client.shutdown().catch(() => undefined);
+      throw new UnavailableError('broker', `rocketmq ${what} could not start at ${this.opts.endpoint}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  private getProducer(): Promise<Producer> {
+    this.producerReady ??= this.start(new Producer(this.base()), 'producer')
+      .then((p) => (this.producer = p))
+      .catch((err: unknown) => {
+        this.producerReady = undefined;
+        throw err;
+      });
+    return this.producerReady;
+  }
+
+  deadLetterTopic(group: string): string {
+    return `%DLQ%${group}`;
+  }
+
+  /** Topics are created by the operator (mqadmin updateTopic / the dashboard); this checks they route. */
+  async ensureTopics(topics: string[]): Promise<void> {
+    const producer = await this.getProducer();
+    // getRouteData is protected in the typings; a route lookup is the cheapest existence check.
+    const routed = producer as unknown as { getRouteData(t: string): Promise<unknown> };
+    for (const t of topics) await routed.getRouteData(t);
+  }
+
+  async publish(topic: string, message: OutgoingMessage): Promise<void> {
+    if (this.closed) throw new Error('rocketmq broker is closed');
+    const producer = await this.getProducer();
+    await producer.send({
+      topic,
+      body: Buffer.from(message.body, 'utf8'),
+      keys: [message.key],
+      ...(message.tag !== undefined ? { tag: message.tag } : {}),
+      properties: new Map(Object.entries(message.headers ?? {})),
+    });
+  }
+
+  async subscribe(topic: string, group: string, handler: DeliveryHandler, opts: SubscribeOptions = {}): Promise<Subscription> {
+    if (this.closed) throw new Error('rocketmq broker is closed');
+    const log = this.logger.child({ topic, group });
+    const { invisibleMs } = this.opts;
+    const consumer = await this.start(
+      new SimpleConsumer({
+        ...this.base(),
+        consumerGroup: group,
+        subscriptions: new Map([[topic, FilterExpression.SUB_ALL]]),
+        awaitDuration: this.opts.awaitMs,
+      }),
+      `consumer ${group}`,
+    );
+    const concurrency = opts.concurrency ?? 1;
+    const running = new Set<Promise<void>>();
+    let stopping = false;
+    let wake: (() => void) | undefined;
+
+    const process = async (mv: MessageView): Promise<void> => {
+      // Keep the message invisible to the rest of the group while its handler runs.
+      let renewing: Promise<void> = Promise.resolve();
+      const renew = setInterval(() => {
+        renewing = consumer.changeInvisibleDuration(mv, invisibleMs).catch((err: unknown) => log.warn('could not extend the hold on a message', { key: mv.keys[0], err: errorMessage(err) }));
+      }, Math.max(1000, Math.floor(invisibleMs / 3)));
+      const props = Object.fromEntries(mv.properties);
+      const d: Delivery = { topic, key: mv.keys[0] ?? '', body: mv.body.toString('utf8'), tag: mv.tag, headers: props, attempt: mv.deliveryAttempt ?? 1 };
+      let ok = false;
+      try {
+        await handler(d);
+        ok = true;
+      } catch (err) {
+        log.warn('handler failed; message will be redelivered', { key: d.key, attempt: d.attempt, err: errorMessage(err) });
+      } finally {
+        clearInterval(renew);
+        await renewing;
+      }
+      try {
+        if (ok) await consumer.ack(mv);
+        else await consumer.changeInvisibleDuration(mv, redeliveryDelayMs(d.attempt));
+      } catch (err) {
+        // Not acked: the message comes back when its invisible duration ends.
+        log.warn(ok ? 'ack failed; the message will come back' : 'could not release a failed message early', { key: d.key, err: errorMessage(err) });
+      }
+    };
+
+    const loop = (async () => {
+      let failures = 0;
+      while (!stopping) {
+        const free = concurrency - running.size;
+        if (free <= 0) {
+          await new Promise<void>((r) => (wake = r));
+          continue;
+        }
+        let batch: MessageView[];
+        try {
+          batch = await consumer.receive(Math.min(free, 32), invisibleMs);
+          failures = 0;
+        } catch (err) {
+          failures++;
+          if (failures === 1 || failures % 30 === 0) log.warn('receive failed; retrying', { err: errorMessage(err), failures });
+          await sleep(Math.min(200 * 2 ** Math.min(failures, 4), 3000));
+          continue;
+        }
+        for (const mv of batch) {
+          if (stopping) {
+            // Hand back at once what arrived during shutdown rather than hold it for the full duration.
+            void consumer.changeInvisibleDuration(mv, 1000).catch(() => undefined);
+            continue;
+          }
+          const run = process(mv).finally(() => {
+            running.delete(run);
+            wake?.();
+          });
+          running.add(run);
+        }
+      }
+    })();
+
+    let closing: Promise<void> | undefined;
+    const sub: Subscription = {
+      get inFlight() {
+        return running.size;
+      },
+      close: (closeOpts: CloseOptions = {}) => {
+        closing ??= (async () => {
+          stopping = true;
+          wake?.();
+          let timer: NodeJS.Timeout | undefined;
+          const drained = await Promise.race([
+            Promise.allSettled([...running]).then(() => true),
+            new Promise<boolean>((r) => (timer = setTimeout(() => r(false), closeOpts.graceMs ?? 30_000))),
+          ]);
+          clearTimeout(timer);
+          if (!drained) log.warn('left running handlers behind; their messages will be redelivered', { inFlight: running.size });
+          // The receive loop ends after its current long poll.
+          await Promise.race([loop, sleep(this.opts.awaitMs + this.opts.requestTimeoutMs)]);
+          await consumer.shutdown().catch((err: unknown) => log.warn('consumer shutdown failed', { err: errorMessage(err) }));
+          this.subs.delete(sub);
+        })();
+        return closing;
+      },
+    };
+    this.subs.add(sub);
+    return sub;
+  }
+
+  async ping(): Promise<void> {
+    await withTimeout(this.ensureTopicsReachable(), this.opts.requestTimeoutMs, () => new UnavailableError('broker', `rocketmq did not answer within ${this.opts.requestTimeoutMs} ms`));
+  }
+
+  private async ensureTopicsReachable(): Promise<void> {
+    try {
+      await this.getProducer();
+    } catch (err) {
+      if (err instanceof UnavailableError) throw err;
+      throw new UnavailableError('broker', `rocketmq is unreachable: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  async close(opts?: CloseOptions): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.allSettled([...this.subs].map((s) => s.close(opts)));
+    await this.producer?.shutdown().catch((err: unknown) => this.logger.warn('producer shutdown failed', { err: errorMessage(err) }));
+  }
+}

@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from './config.ts';
+import { ConfigError } from './errors.ts';
+
+describe('loadConfig', () => {
+  it('runs embedded with no configuration at all', () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ broker: 'memory', store: 'memory', topics: { request: 'TopicTest', result: 'TopicResult' }, group: 'GID_AGENT' });
+    expect(c.api).toMatchObject({ port: 8000, bodyLimit: 1024 * 1024 });
+    expect(c.worker.concurrency).toBeGreaterThan(0);
+  });
+
+  it('uses Redis for any real broker, and parses the seed variables', () => {
+    const c = loadConfig({ BROKER: 'kafka', KAFKA_BROKERS: 'a:9092, b:9093', REDIS_HOST: 'r', REDIS_PORT: '6380', MQ_TOPIC_REQUEST: 'Req', API_PORT: '' });
+    expect(c).toMatchObject({ broker: 'kafka', store: 'redis', redis: { host: 'r', port: 6380 }, kafka: { brokers: ['a:9092', 'b:9093'] }, topics: { request: 'Req' } });
+    expect(c.api.port).toBe(8000);
+  });
+
+  const bad: [Record<string, string>, string][] = [
+    [{ BROKER: 'rabbit' }, 'BROKER'],
+    [{ API_PORT: 'eighty' }, 'API_PORT'],
+    [{ REDIS_PORT: '70000' }, 'REDIS_PORT'],
+    [{ WORKER_CONCURRENCY: '0' }, 'WORKER_CONCURRENCY'],
+    [{ KAFKA_BROKERS: 'no-port' }, 'KAFKA_BROKERS'],
+    [{ MQ_TOPIC_REQUEST: 'bad topic!' }, 'MQ_TOPIC_REQUEST'],
+    [{ RETRY_BASE_MS: '5000', RETRY_MAX_MS: '100' }, 'RETRY_MAX_MS'],
+  ];
+  for (const [env, name] of bad) {
+    it(`rejects a bad ${name} with a message naming it`, () => {
+      expect(() => loadConfig(env)).toThrow(ConfigError);
+      expect(() => loadConfig(env)).toThrow(name);
+    });
+  }
+});

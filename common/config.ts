@@ -1,0 +1,141 @@
+/**
+ * The only module that reads the environment. `loadConfig()` parses it once with zod and
+ * compiles it into a complete internal form; a bad value throws a ConfigError naming the
+ * variable, which the entry points print before exiting 1.
+ */
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { ConfigError } from './errors.ts';
+
+const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
+const str = (def: string) => z.string().trim().min(1).default(def);
+
+const envSchema = z.object({
+  BROKER: z.enum(['memory', 'kafka', 'rocketmq']).default('memory'),
+  STORE: z.enum(['memory', 'redis']).optional(),
+
+  REDIS_HOST: str('localhost'),
+  REDIS_PORT: int(6379, 1, 65535),
+  REDIS_PASSWORD: z.string().optional(),
+  REDIS_DB: int(0, 0, 15),
+  REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]*$/, 'letters, digits, ":", "_" and "-" only').default('atq:'),
+
+  MQ_ENDPOINT: str('127.0.0.1:8081'),
+  MQ_TOPIC_REQUEST: z.string().regex(/^[A-Za-z0-9._-]{1,127}$/, 'letters, digits, ".", "_" and "-", at most 127').default('TopicTest'),
+  MQ_TOPIC_RESULT: z.string().regex(/^[A-Za-z0-9._-]{1,127}$/, 'letters, digits, ".", "_" and "-", at most 127').default('TopicResult'),
+  MQ_GROUP_AGENT: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/, 'letters, digits, ".", "_" and "-", at most 120').default('GID_AGENT'),
+  MQ_ACCESS_KEY: z.string().default(''),
+  MQ_SECRET_KEY: z.string().default(''),
+
+  KAFKA_BROKERS: z
+    .string()
+    .default('localhost:9092')
+    .refine((s) => s.split(',').every((b) => /^[^\s:,]+:\d{1,5}$/.test(b.trim())), 'a comma-separated list of host:port'),
+  KAFKA_CLIENT_ID: str('agent-task-queue'),
+  KAFKA_PARTITIONS: int(8, 1, 1024),
+  KAFKA_SESSION_TIMEOUT_MS: int(30_000, 6000, 300_000),
+  MQ_INVISIBLE_MS: int(30_000, 10_000, 12 * 3_600_000),
+
+  API_HOST: str('0.0.0.0'),
+  API_PORT: int(8000, 0, 65535),
+  API_BODY_LIMIT: int(1024 * 1024, 1024, 64 * 1024 * 1024),
+  API_REQUEST_TIMEOUT_MS: int(5000, 100, 120_000),
+  PUBLIC_URL: z.url().optional(),
+
+  WORKER_CONCURRENCY: int(4, 1, 1000),
+  WORKER_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,100}$/).optional(),
+  LEASE_MS: int(30_000, 1000, 3_600_000),
+  SHUTDOWN_GRACE_MS: int(30_000, 0, 3_600_000),
+  MAX_ATTEMPTS: int(3, 1, 100),
+  RETRY_BASE_MS: int(1000, 10, 3_600_000),
+  RETRY_MAX_MS: int(60_000, 10, 86_400_000),
+  TASK_TIMEOUT_MS: int(15 * 60_000, 100, 86_400_000),
+  RELAY_AFTER_MS: int(5000, 100, 3_600_000),
+  RESULT_TTL_SECONDS: int(86_400, 1, 365 * 86_400),
+  IDEMPOTENCY_TTL_SECONDS: int(86_400, 1, 30 * 86_400),
+
+  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  LOG_FORMAT: z.enum(['pretty', 'json']).default('pretty'),
+});
+
+export type Env = z.input<typeof envSchema>;
+
+/** The complete, validated settings of a process. Durations are milliseconds. */
+export interface Config {
+  broker: 'memory' | 'kafka' | 'rocketmq';
+  store: 'memory' | 'redis';
+  redis: { host: string; port: number; password: string | undefined; db: number; keyPrefix: string };
+  topics: { request: string; result: string };
+  group: string;
+  rocketmq: { endpoint: string; accessKey: string; secretKey: string; invisibleMs: number };
+  kafka: { brokers: string[]; clientId: string; partitions: number; sessionTimeoutMs: number };
+  api: { host: string; port: number; bodyLimit: number; requestTimeoutMs: number; publicUrl: string | undefined };
+  worker: {
+    id: string;
+    concurrency: number;
+    leaseMs: number;
+    shutdownGraceMs: number;
+    maxAttempts: number;
+    retryBaseMs: number;
+    retryMaxMs: number;
+    taskTimeoutMs: number;
+  };
+  relayAfterMs: number;
+  resultTtlSeconds: number;
+  idempotencyTtlSeconds: number;
+  log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'pretty' | 'json' };
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // Empty strings mean "unset" so that `KEY=` lines in a .env fall back to the default.
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = envSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((i) => ({
+        path: i.path.join('.'),
+        message: `${i.message} (got ${JSON.stringify(cleaned[String(i.path[0])] ?? null)})`,
+      })),
+    );
+  }
+  const e = parsed.data;
+  if (e.RETRY_MAX_MS < e.RETRY_BASE_MS) {
+    throw new ConfigError([{ path: 'RETRY_MAX_MS', message: `must be >= RETRY_BASE_MS (${e.RETRY_BASE_MS})` }]);
+  }
+  return {
+    broker: e.BROKER,
+    // The embedded default keeps everything in process; any real broker implies Redis.
+    store: e.STORE ?? (e.BROKER === 'memory' ? 'memory' : 'redis'),
+    redis: { host: e.REDIS_HOST, port: e.REDIS_PORT, password: e.REDIS_PASSWORD, db: e.REDIS_DB, keyPrefix: e.REDIS_KEY_PREFIX },
+    topics: { request: e.MQ_TOPIC_REQUEST, result: e.MQ_TOPIC_RESULT },
+    group: e.MQ_GROUP_AGENT,
+    rocketmq: { endpoint: e.MQ_ENDPOINT, accessKey: e.MQ_ACCESS_KEY, secretKey: e.MQ_SECRET_KEY, invisibleMs: e.MQ_INVISIBLE_MS },
+    kafka: {
+      brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()),
+      clientId: e.KAFKA_CLIENT_ID,
+      partitions: e.KAFKA_PARTITIONS,
+      sessionTimeoutMs: e.KAFKA_SESSION_TIMEOUT_MS,
+    },
+    api: {
+      host: e.API_HOST,
+      port: e.API_PORT,
+      bodyLimit: e.API_BODY_LIMIT,
+      requestTimeoutMs: e.API_REQUEST_TIMEOUT_MS,
+      publicUrl: e.PUBLIC_URL,
+    },
+    worker: {
+      id: e.WORKER_ID ?? `${hostname()}-${process.pid}`,
+      concurrency: e.WORKER_CONCURRENCY,
+      leaseMs: e.LEASE_MS,
+      shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+      maxAttempts: e.MAX_ATTEMPTS,
+      retryBaseMs: e.RETRY_BASE_MS,
+      retryMaxMs: e.RETRY_MAX_MS,
+      taskTimeoutMs: e.TASK_TIMEOUT_MS,
+    },
+    relayAfterMs: e.RELAY_AFTER_MS,
+    resultTtlSeconds: e.RESULT_TTL_SECONDS,
+    idempotencyTtlSeconds: e.IDEMPOTENCY_TTL_SECONDS,
+    log: { level: e.LOG_LEVEL, format: e.LOG_FORMAT },
+  };
+}

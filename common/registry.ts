@@ -1,0 +1,53 @@
+/**
+ * Task types: how users plug their own agent logic in. A type has an input schema (checked by
+ * the API before a task is accepted, and again by the worker), a handler, and its retry and
+ * timeout settings.
+ */
+import type { z } from 'zod';
+import type { LogLevel } from './logger.ts';
+
+export interface HandlerContext {
+  taskId: string;
+  /** 1 on the first attempt. */
+  attempt: number;
+  userId: string | null;
+  /** Fires when the task times out, is taken over by another worker, or the worker stops. */
+  signal: AbortSignal;
+  /** Reports progress (0-100) and what the handler is doing; stored and shown to callers. */
+  progress(percent: number, message?: string): Promise<void>;
+  log(level: LogLevel, message: string, data?: Record<string, unknown>): void;
+}
+
+export interface TaskType<I = unknown, O = unknown> {
+  /** Name used in `type` on submit, e.g. `agent`. */
+  name: string;
+  /** Schema of `input`. */
+  input: z.ZodType<I>;
+  /** The work. Throw {@link NonRetryableError} for a failure another attempt cannot fix. */
+  handler(ctx: HandlerContext, input: I): Promise<O>;
+  /** Attempts before the task fails. Default: MAX_ATTEMPTS. */
+  maxAttempts?: number;
+  /** Time one attempt may take. Default: TASK_TIMEOUT_MS. */
+  timeoutMs?: number;
+}
+
+export const defineTaskType = <I, O>(t: TaskType<I, O>): TaskType<I, O> => t;
+
+export class TaskRegistry {
+  private readonly types = new Map<string, TaskType>();
+
+  register<I, O>(type: TaskType<I, O>): this {
+    if (!/^[a-z][a-z0-9_.-]{0,63}$/.test(type.name)) throw new TypeError(`invalid task type name ${JSON.stringify(type.name)}`);
+    if (this.types.has(type.name)) throw new TypeError(`task type ${type.name} is registered twice`);
+    this.types.set(type.name, type);
+    return this;
+  }
+
+  get(name: string): TaskType | undefined {
+    return this.types.get(name);
+  }
+
+  names(): string[] {
+    return [...this.types.keys()];
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * The outbox relay (see store/port.ts): publishes request messages whose outbox entry is due
+ * — a submission whose API died before publishing, a retry whose time has come, a running
+ * task whose worker died. Every API and worker process runs one; they never collide on an
+ * entry because taking one pushes it back. Duplicates are harmless: the claim is idempotent.
+ */
+import type { Broker } from './broker/port.ts';
+import { errorMessage } from './errors.ts';
+import type { Logger } from './logger.ts';
+import type { TaskStore } from './store/port.ts';
+import { isTerminal } from './task.ts';
+import { requestOutgoing } from './messages.ts';
+
+export interface RelayOptions {
+  store: TaskStore;
+  broker: Broker;
+  topic: string;
+  logger: Logger;
+  /** Pause between scans. Default 1000 ms. */
+  intervalMs?: number;
+  /** How long a taken entry is left alone before another relay may take it. Default 10 000 ms. */
+  holdMs?: number;
+  /** Entries per scan. Default 100. */
+  batch?: number;
+}
+
+export interface Relay {
+  /** One scan; answers how many messages it published. */
+  runOnce(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export function startRelay(opts: RelayOptions): Relay {
+  const { store, broker, topic, logger } = opts;
+  const holdMs = opts.holdMs ?? 10_000;
+  const batch = opts.batch ?? 100;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let current: Promise<unknown> = Promise.resolve();
+
+  async function runOnce(): Promise<number> {
+    let published = 0;
+    const ids = await store.outboxDue(batch, holdMs);
+    for (const id of ids) {
+      const task = await store.get(id);
+      if (!task || isTerminal(task.status)) {
+        await store.outboxPublished(id, task?.attempt ?? 0);
+        continue;
+      }
+      const now = Date.now();
+      if (task.status === 'running' && (task.leaseUntil ?? 0) > now) continue;
+      if (task.status === 'queued' && (task.retryAt ?? 0) > now) continue;
+      await broker.publish(topic, requestOutgoing(task));
+      await store.outboxPublished(id, task.attempt);
+      published++;
+      logger.info(task.status === 'running' ? 'relay: republished a task whose worker stopped' : 'relay: published a queued task', {
+        task_id: id,
+        status: task.status,
+      });
+    }
+    return published;
+  }
+
+  const loop = () => {
+    if (stopped) return;
+    current = runOnce()
+      .catch((err: unknown) => logger.warn('relay scan failed', { err: errorMessage(err) }))
+      .finally(() => {
+        if (!stopped) timer = setTimeout(loop, opts.intervalMs ?? 1000);
+      });
+  };
+  timer = setTimeout(loop, opts.intervalMs ?? 1000);
+
+  return {
+    runOnce,
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await current;
+    },
+  };
+}

@@ -1,0 +1,87 @@
+/**
+ * The task-store port: the truth about every task. Each transition is one atomic
+ * compare-and-set that answers a code; callers never read-then-write.
+ *
+ * The outbox is a sorted set of task ids by the time their request message is due to be
+ * (re)published. It closes three gaps with one mechanism:
+ *  - submission: `create` arms it; the API disarms it after publishing; if the API dies in
+ *    between, the relay publishes it;
+ *  - retries: `retryLater` arms it at the retry time, and the relay publishes it then;
+ *  - takeover: `claim` and `renewLease` arm it just past the lease, so a task whose worker
+ *    died is republished once its lease expires, on any broker.
+ */
+import type { NewTask, TaskError, TaskRecord } from '../task.ts';
+
+export type ClaimResult =
+  | { outcome: 'claimed'; task: TaskRecord }
+  | { outcome: 'missing' }
+  /** done, failed or cancelled: the message is a duplicate. */
+  | { outcome: 'terminal'; task: TaskRecord }
+  /** running under a live lease, or a retry that is not due yet: someone else has it. */
+  | { outcome: 'busy'; task: TaskRecord };
+
+/**
+ * Answer of a transition. `not_owner`: the caller no longer holds the task (its lease
+ * expired and another worker claimed it, or it was cancelled); `conflict`: the task is not in
+ * a state this transition leaves from.
+ */
+export type TransitionCode = 'ok' | 'missing' | 'not_owner' | 'terminal' | 'conflict';
+
+/** An Idempotency-Key to bind to the task being created. */
+export interface IdempotencyClaim {
+  /** The key as the client sent it. */
+  key: string;
+  /** Fingerprint of the request, so a different request under the same key can be told apart. */
+  fingerprint: string;
+  ttlSeconds: number;
+}
+
+export type CreateResult =
+  | { outcome: 'created' }
+  /** The task id exists already (never in practice: ids are random UUIDs). */
+  | { outcome: 'exists' }
+  /** The idempotency key was used before: nothing was written; here is what it names. */
+  | { outcome: 'replay'; taskId: string; fingerprint: string };
+
+export interface TaskStoreOptions {
+  /** Seconds a finished task stays readable. Default 86400. */
+  resultTtlSeconds?: number;
+  /** How long after lease expiry the takeover watchdog fires. Default 1000 ms. */
+  takeoverDelayMs?: number;
+}
+
+export interface TaskStore {
+  /**
+   * Writes a `queued` record and arms the outbox at `publishDueAt`, in one atomic step that
+   * also binds `idempotency.key` to the task unless the key is bound already (then `replay`).
+   */
+  create(task: NewTask, publishDueAt: number, idempotency?: IdempotencyClaim): Promise<CreateResult>;
+  get(id: string): Promise<TaskRecord | null>;
+
+  /** The idempotent claim: queued, or running with an expired lease → running for `worker`. */
+  claim(id: string, worker: string, leaseMs: number): Promise<ClaimResult>;
+  renewLease(id: string, worker: string, leaseMs: number): Promise<TransitionCode>;
+  progress(id: string, worker: string, percent: number, message: string | null): Promise<TransitionCode>;
+  complete(id: string, worker: string, result: unknown): Promise<TransitionCode>;
+  /** running → queued with the error, and the outbox armed at `retryAt`. */
+  retryLater(id: string, worker: string, error: TaskError, retryAt: number): Promise<TransitionCode>;
+  /** running → failed. */
+  fail(id: string, worker: string, error: TaskError): Promise<TransitionCode>;
+  /** queued → failed, for a submission whose message could not be published: no result is due. */
+  failQueued(id: string, error: TaskError): Promise<TransitionCode>;
+  markResultPublished(id: string): Promise<void>;
+
+  /**
+   * Disarms the outbox entry of a task whose request message is out — only if the task is
+   * still the `queued` task at `attempt` that was published (or is finished). A worker may
+   * have claimed it and armed the entry again since (a lease watchdog, a retry): that entry
+   * must stay, or a retry scheduled in between would never be published.
+   */
+  outboxPublished(id: string, attempt: number): Promise<void>;
+  /** Takes up to `limit` due outbox entries, pushing each back by `holdMs` so relays don't collide. */
+  outboxDue(limit: number, holdMs: number): Promise<string[]>;
+
+  /** Throws an UnavailableError when the store cannot be reached. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,240 @@
+/**
+ * Redis task store (node-redis). One hash per task, transitions as Lua scripts
+ * (redis-scripts.ts), the outbox as a sorted set. Commands fail fast while Redis is down
+ * (no offline queue) and each call has a timeout, so callers get an UnavailableError — the
+ * API's 503 — instead of a hang.
+ */
+import { createHash } from 'node:crypto';
+import { createClient, type RedisClientType } from 'redis';
+import { UnavailableError, errorMessage, withTimeout } from '../errors.ts';
+import { makeKeys, type Keys } from '../keys.ts';
+import type { Logger } from '../logger.ts';
+import { silentLogger } from '../logger.ts';
+import type { NewTask, Priority, TaskError, TaskRecord, TaskStatus } from '../task.ts';
+import type { ClaimResult, CreateResult, IdempotencyClaim, TaskStore, TaskStoreOptions, TransitionCode } from './port.ts';
+import { SCRIPTS, type ScriptName } from './redis-scripts.ts';
+
+export interface RedisTaskStoreOptions extends TaskStoreOptions {
+  host: string;
+  port: number;
+  password?: string | undefined;
+  db?: number;
+  /** Prefix of every key. Default `atq:`. */
+  keyPrefix?: string;
+  /** Timeout of one store call. Default 5000 ms. */
+  opTimeoutMs?: number;
+  logger?: Logger;
+}
+
+const SHA = Object.fromEntries(
+  Object.entries(SCRIPTS).map(([name, src]) => [name, createHash('sha1').update(src).digest('hex')]),
+) as Record<ScriptName, string>;
+
+const json = (v: unknown): string => JSON.stringify(v ?? null);
+const num = (s: string | undefined): number | null => (s === undefined || s === '' ? null : Number(s));
+const parseJson = (s: string | undefined): unknown => (s === undefined || s === '' ? null : JSON.parse(s));
+
+/** Turns a hash (as an object or a flat field/value list) into a record. */
+function toRecord(h: Record<string, string>): TaskRecord {
+  return {
+    id: h.id ?? '',
+    type: h.type ?? '',
+    status: (h.status ?? 'queued') as TaskStatus,
+    input: parseJson(h.input),
+    userId: h.user_id || null,
+    priority: (h.priority || 'normal') as Priority,
+    attempt: num(h.attempt) ?? 0,
+    maxAttempts: num(h.max_attempts) ?? 1,
+    progress: num(h.progress) ?? 0,
+    message: h.message || null,
+    result: parseJson(h.result),
+    error: parseJson(h.error) as TaskError | null,
+    worker: h.worker || null,
+    leaseUntil: num(h.lease_until),
+    retryAt: num(h.retry_at),
+    resultPublished: h.result_published === '1',
+    createdAt: num(h.created_at) ?? 0,
+    startedAt: num(h.started_at),
+    finishedAt: num(h.finished_at),
+    updatedAt: num(h.updated_at) ?? 0,
+  };
+}
+
+function pairs(flat: unknown[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = String(flat[i + 1]);
+  return out;
+}
+
+export class RedisTaskStore implements TaskStore {
+  private readonly client: RedisClientType;
+  private readonly keys: Keys;
+  private readonly ttl: string;
+  private readonly takeoverDelay: string;
+  private readonly opTimeoutMs: number;
+  private readonly logger: Logger;
+  private lastErrorLog = 0;
+  private connecting: Promise<unknown> | undefined;
+
+  constructor(opts: RedisTaskStoreOptions) {
+    this.keys = makeKeys(opts.keyPrefix ?? 'atq:');
+    this.ttl = String(opts.resultTtlSeconds ?? 86_400);
+    this.takeoverDelay = String(opts.takeoverDelayMs ?? 1000);
+    this.opTimeoutMs = opts.opTimeoutMs ?? 5000;
+    this.logger = opts.logger ?? silentLogger;
+    this.client = createClient({
+      socket: {
+        host: opts.host,
+        port: opts.port,
+        connectTimeout: 3000,
+        // Keep trying for ever, at most every 2 s: workers and the API recover on their own.
+        reconnectStrategy: (retries: number) => Math.min(100 * 2 ** Math.min(retries, 5), 2000),
+      },
+      password: opts.password,
+      database: opts.db ?? 0,
+      // Fail commands at once while disconnected instead of queueing them (a hang).
+      disableOfflineQueue: true,
+    });
+    this.client.on('error', (err: unknown) => {
+      // node-redis emits an error per failed reconnect; log one line every 10 s at most.
+      if (Date.now() - this.lastErrorLog > 10_000) {
+        this.lastErrorLog = Date.now();
+        this.logger.warn('redis connection error', { err: errorMessage(err) });
+      }
+    });
+    this.client.on('ready', () => this.logger.info('redis connected', { host: opts.host, port: opts.port }));
+  }
+
+  /**
+   * Starts connecting. Resolves once connected or after `waitMs` (default: the op timeout);
+   * never rejects, so a process can start while Redis is down and serve 503s until it is back.
+   */
+  async connect(waitMs = this.opTimeoutMs): Promise<boolean> {
+    this.connecting ??= this.client.connect().catch((err: unknown) => {
+      this.logger.warn('redis connect failed', { err: errorMessage(err) });
+    });
+    await Promise.race([this.connecting, new Promise((r) => setTimeout(r, waitMs).unref())]);
+    return this.client.isReady;
+  }
+
+  private async call<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    if (!this.client.isReady) {
+      void this.connect(0);
+      throw new UnavailableError('redis', `redis is not connected (${op})`);
+    }
+    try {
+      return await withTimeout(fn(), this.opTimeoutMs, () => new UnavailableError('redis', `redis did not answer ${op} within ${this.opTimeoutMs} ms`));
+    } catch (err) {
+      if (err instanceof UnavailableError) throw err;
+      throw new UnavailableError('redis', `redis ${op} failed: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  private script(name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+    return this.call(name, async () => {
+      const tail = [String(keys.length), ...keys, ...args.map(String)];
+      try {
+        return await this.client.sendCommand(['EVALSHA', SHA[name], ...tail]);
+      } catch (err) {
+        if (!errorMessage(err).includes('NOSCRIPT')) throw err;
+        return await this.client.sendCommand(['EVAL', SCRIPTS[name], ...tail]);
+      }
+    });
+  }
+
+  private async transition(name: ScriptName, id: string, args: (string | number)[]): Promise<TransitionCode> {
+    return (await this.script(name, [this.keys.task(id), this.keys.outbox()], args)) as TransitionCode;
+  }
+
+  async create(task: NewTask, publishDueAt: number, idem?: IdempotencyClaim): Promise<CreateResult> {
+    const id = task.id.toLowerCase();
+    const fields: Record<string, string | number> = {
+      id,
+      type: task.type,
+      status: 'queued',
+      input: json(task.input),
+      user_id: task.userId ?? '',
+      priority: task.priority,
+      attempt: 0,
+      max_attempts: task.maxAttempts,
+      progress: 0,
+      result_published: 0,
+      created_at: task.createdAt,
+      updated_at: task.createdAt,
+    };
+    const keys = [this.keys.task(id), this.keys.outbox(), idem ? this.keys.idempotency(idem.key) : ''];
+    const args = [publishDueAt, idem ? `${id}|${idem.fingerprint}` : '', idem?.ttlSeconds ?? 0, ...Object.entries(fields).flat()];
+    const [outcome, bound] = (await this.script('create', keys, args)) as [string, string?];
+    if (outcome === 'created' || outcome === 'exists') return { outcome };
+    const [taskId = '', fingerprint = ''] = (bound ?? '').split('|');
+    return { outcome: 'replay', taskId, fingerprint };
+  }
+
+  async get(id: string): Promise<TaskRecord | null> {
+    const key = this.keys.task(id);
+    const h = await this.call('get', () => this.client.hGetAll(key));
+    return Object.keys(h).length === 0 ? null : toRecord(h);
+  }
+
+  async claim(id: string, worker: string, leaseMs: number): Promise<ClaimResult> {
+    const reply = (await this.script('claim', [this.keys.task(id), this.keys.outbox()], [worker, leaseMs, this.takeoverDelay, id.toLowerCase()])) as unknown[];
+    const [code, ...rest] = reply;
+    if (code === 'missing') return { outcome: 'missing' };
+    const task = toRecord(pairs(rest));
+    if (code === 'claimed' || code === 'terminal' || code === 'busy') return { outcome: code, task };
+    throw new Error(`unexpected claim reply ${String(code)}`);
+  }
+
+  renewLease(id: string, worker: string, leaseMs: number): Promise<TransitionCode> {
+    return this.transition('renew', id, [worker, leaseMs, this.takeoverDelay, id.toLowerCase()]);
+  }
+
+  progress(id: string, worker: string, percent: number, message: string | null): Promise<TransitionCode> {
+    return this.transition('progress', id, [worker, percent, message ?? '']);
+  }
+
+  complete(id: string, worker: string, result: unknown): Promise<TransitionCode> {
+    return this.transition('complete', id, [worker, json(result), this.ttl, id.toLowerCase()]);
+  }
+
+  retryLater(id: string, worker: string, error: TaskError, retryAt: number): Promise<TransitionCode> {
+    return this.transition('retry', id, [worker, json(error), retryAt, id.toLowerCase()]);
+  }
+
+  fail(id: string, worker: string, error: TaskError): Promise<TransitionCode> {
+    return this.transition('fail', id, [worker, json(error), this.ttl, id.toLowerCase()]);
+  }
+
+  failQueued(id: string, error: TaskError): Promise<TransitionCode> {
+    return this.transition('failQueued', id, [json(error), this.ttl, id.toLowerCase()]);
+  }
+
+  async markResultPublished(id: string): Promise<void> {
+    await this.transition('markPublished', id, []);
+  }
+
+  async outboxPublished(id: string, attempt: number): Promise<void> {
+    await this.transition('outboxPublished', id, [id.toLowerCase(), attempt]);
+  }
+
+  async outboxDue(limit: number, holdMs: number): Promise<string[]> {
+    return (await this.script('outboxDue', [this.keys.outbox()], [limit, holdMs])) as string[];
+  }
+
+  async ping(): Promise<void> {
+    await this.call('ping', () => this.client.ping());
+  }
+
+  async close(): Promise<void> {
+    if (this.client.isOpen) {
+      try {
+        await this.client.close();
+      } catch {
+        this.client.destroy();
+      }
+    } else if (this.connecting) {
+      // Still trying to connect: stop the reconnect loop.
+      this.client.destroy();
+    }
+  }
+}

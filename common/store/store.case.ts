@@ -1,0 +1,219 @@
+/**
+ * Store conformance cases: every TaskStore adapter runs these (memory in unit tests, Redis
+ * in integration tests). Each case uses fresh random task ids.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { NewTask } from '../task.ts';
+import type { TaskStore, TaskStoreOptions } from './port.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function newTask(over: Partial<NewTask> = {}): NewTask {
+  return { id: randomUUID(), type: 'agent', input: { content: 'hi' }, userId: 'u1', priority: 'normal', maxAttempts: 3, createdAt: Date.now(), ...over };
+}
+
+const err = { code: 'boom', message: 'boom', retriable: true };
+
+/** `make` must honour the options: the cases rely on a short takeover delay. */
+export function storeConformance(name: string, make: (opts: TaskStoreOptions) => Promise<TaskStore>): void {
+  describe(`TaskStore conformance: ${name}`, () => {
+    let store: TaskStore;
+    beforeAll(async () => {
+      store = await make({ takeoverDelayMs: 50, resultTtlSeconds: 600 });
+    });
+    afterAll(async () => {
+      await store.close();
+    });
+
+    it('creates a queued record and reads it back', async () => {
+      const t = newTask({ input: { content: '机械键盘降价了', n: [1, 2] }, userId: null });
+      expect(await store.create(t, Date.now() + 60_000)).toEqual({ outcome: 'created' });
+      const rec = await store.get(t.id);
+      expect(rec).toMatchObject({ id: t.id, status: 'queued', type: 'agent', input: t.input, userId: null, attempt: 0, maxAttempts: 3, progress: 0 });
+      expect(rec?.createdAt).toBe(t.createdAt);
+      expect(await store.create(t, Date.now())).toEqual({ outcome: 'exists' });
+    });
+
+    it('binds an idempotency key to the first task only, and expires the binding', async () => {
+      const key = `idem-${randomUUID()}`;
+      const first = newTask();
+      expect(await store.create(first, Date.now() + 60_000, { key, fingerprint: 'fp1', ttlSeconds: 1 })).toEqual({ outcome: 'created' });
+      const second = newTask();
+      expect(await store.create(second, Date.now() + 60_000, { key, fingerprint: 'fp2', ttlSeconds: 1 })).toEqual({
+        outcome: 'replay',
+        taskId: first.id,
+        fingerprint: 'fp1',
+      });
+      expect(await store.get(second.id)).toBeNull();
+      await sleep(1100);
+      expect(await store.create(second, Date.now() + 60_000, { key, fingerprint: 'fp2', ttlSeconds: 1 })).toEqual({ outcome: 'created' });
+    });
+
+    it('answers null and missing for an unknown id', async () => {
+      const id = randomUUID();
+      expect(await store.get(id)).toBeNull();
+      expect(await store.claim(id, 'w1', 1000)).toEqual({ outcome: 'missing' });
+      expect(await store.complete(id, 'w1', 1)).toBe('missing');
+    });
+
+    it('claims once: a second claim while the lease lives is busy', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      const first = await store.claim(t.id, 'w1', 10_000);
+      expect(first.outcome).toBe('claimed');
+      if (first.outcome !== 'claimed') return;
+      expect(first.task).toMatchObject({ status: 'running', worker: 'w1', attempt: 1 });
+      expect(first.task.leaseUntil).toBeGreaterThan(Date.now());
+      expect((await store.claim(t.id, 'w2', 10_000)).outcome).toBe('busy');
+      // Even the same worker may not run it twice at once.
+      expect((await store.claim(t.id, 'w1', 10_000)).outcome).toBe('busy');
+    });
+
+    it('lets another worker take over once the lease expires, and the first loses it', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      expect((await store.claim(t.id, 'w1', 200)).outcome).toBe('claimed');
+      await sleep(300);
+      const second = await store.claim(t.id, 'w2', 10_000);
+      expect(second.outcome).toBe('claimed');
+      if (second.outcome === 'claimed') expect(second.task).toMatchObject({ worker: 'w2', attempt: 2 });
+      expect(await store.renewLease(t.id, 'w1', 10_000)).toBe('not_owner');
+      expect(await store.complete(t.id, 'w1', 'stale')).toBe('not_owner');
+      expect(await store.complete(t.id, 'w2', { ok: true })).toBe('ok');
+      expect((await store.get(t.id))?.result).toEqual({ ok: true });
+    });
+
+    it('renews a lease so the task stays busy past the first lease', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      await store.claim(t.id, 'w1', 300);
+      await sleep(150);
+      expect(await store.renewLease(t.id, 'w1', 1000)).toBe('ok');
+      await sleep(250);
+      expect((await store.claim(t.id, 'w2', 1000)).outcome).toBe('busy');
+    });
+
+    it('records progress for the owner only', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      await store.claim(t.id, 'w1', 10_000);
+      expect(await store.progress(t.id, 'w1', 40, 'phase 2')).toBe('ok');
+      expect(await store.progress(t.id, 'w2', 90, 'nope')).toBe('not_owner');
+      expect(await store.get(t.id)).toMatchObject({ progress: 40, message: 'phase 2' });
+    });
+
+    it('completes: done is terminal, stamps times, and a later claim is a duplicate', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      await store.claim(t.id, 'w1', 10_000);
+      expect(await store.complete(t.id, 'w1', { answer: 42 })).toBe('ok');
+      const rec = await store.get(t.id);
+      expect(rec).toMatchObject({ status: 'done', progress: 100, result: { answer: 42 }, resultPublished: false });
+      expect(rec?.finishedAt).toBeGreaterThanOrEqual(rec?.startedAt ?? Infinity);
+      const again = await store.claim(t.id, 'w2', 10_000);
+      expect(again.outcome).toBe('terminal');
+      expect(await store.complete(t.id, 'w1', 'twice')).toBe('terminal');
+      expect(await store.fail(t.id, 'w1', err)).toBe('terminal');
+      await store.markResultPublished(t.id);
+      expect((await store.get(t.id))?.resultPublished).toBe(true);
+    });
+
+    it('schedules a retry: queued with retry_at, busy until due, then claimable with attempt 2', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      await store.claim(t.id, 'w1', 10_000);
+      const retryAt = Date.now() + 300;
+      expect(await store.retryLater(t.id, 'w1', err, retryAt)).toBe('ok');
+      expect(await store.get(t.id)).toMatchObject({ status: 'queued', retryAt, error: err, worker: null });
+      expect((await store.claim(t.id, 'w2', 10_000)).outcome).toBe('busy');
+      await sleep(350);
+      const c = await store.claim(t.id, 'w2', 10_000);
+      expect(c.outcome).toBe('claimed');
+      if (c.outcome === 'claimed') expect(c.task.attempt).toBe(2);
+    });
+
+    it('fails a running task for its owner', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      await store.claim(t.id, 'w1', 10_000);
+      expect(await store.fail(t.id, 'w2', err)).toBe('not_owner');
+      expect(await store.fail(t.id, 'w1', { ...err, retriable: false })).toBe('ok');
+      expect(await store.get(t.id)).toMatchObject({ status: 'failed', error: { code: 'boom', retriable: false } });
+    });
+
+    it('fails a queued task whose message could not be published, with no result due', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      expect(await store.failQueued(t.id, err)).toBe('ok');
+      expect(await store.get(t.id)).toMatchObject({ status: 'failed', resultPublished: true });
+      expect((await store.claim(t.id, 'w1', 1000)).outcome).toBe('terminal');
+      const running = newTask();
+      await store.create(running, Date.now() + 60_000);
+      await store.claim(running.id, 'w1', 10_000);
+      expect(await store.failQueued(running.id, err)).toBe('conflict');
+    });
+
+    it('outbox: a new task is due after its delay, published entries leave, takers hold them', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 150);
+      expect(await store.outboxDue(1000, 10_000)).not.toContain(t.id);
+      await sleep(200);
+      expect(await store.outboxDue(1000, 10_000)).toContain(t.id);
+      // Held by the first taker: a second scan does not see it.
+      expect(await store.outboxDue(1000, 10_000)).not.toContain(t.id);
+      await store.outboxPublished(t.id, 0);
+      const u = newTask();
+      await store.create(u, Date.now());
+      await store.outboxPublished(u.id, 0);
+      await sleep(20);
+      expect(await store.outboxDue(1000, 10_000)).not.toContain(u.id);
+    });
+
+    it('outbox: a claimed task is due again once its lease expires; done clears it', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      await store.claim(t.id, 'w1', 100);
+      // Disarming after publish must not drop the takeover watchdog of a running task.
+      await store.outboxPublished(t.id, 0);
+      await sleep(250);
+      expect(await store.outboxDue(1000, 10_000)).toContain(t.id);
+      await store.claim(t.id, 'w2', 10_000);
+      await store.complete(t.id, 'w2', null);
+      await sleep(20);
+      expect(await store.outboxDue(1000, 0)).not.toContain(t.id);
+    });
+
+    it('outbox: a publisher that disarms late does not drop a retry scheduled in between', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      // The API published; before it disarms, a worker claims, fails and schedules a retry.
+      await store.claim(t.id, 'w1', 10_000);
+      await store.retryLater(t.id, 'w1', err, Date.now() + 100);
+      await store.outboxPublished(t.id, 0);
+      await sleep(150);
+      expect(await store.outboxDue(1000, 10_000)).toContain(t.id);
+    });
+
+    it('outbox: a retry becomes due at its retry time', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      await store.claim(t.id, 'w1', 10_000);
+      await store.retryLater(t.id, 'w1', err, Date.now() + 150);
+      expect(await store.outboxDue(1000, 10_000)).not.toContain(t.id);
+      await sleep(200);
+      expect(await store.outboxDue(1000, 10_000)).toContain(t.id);
+    });
+
+    it('claims atomically under contention: exactly one of 20 racing claims wins', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.claim(t.id, `w${i}`, 10_000)));
+      expect(results.filter((r) => r.outcome === 'claimed')).toHaveLength(1);
+    });
+
+    it('pings', async () => {
+      await expect(store.ping()).resolves.toBeUndefined();
+    });
+  });
+}

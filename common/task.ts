@@ -1,0 +1,138 @@
+/** The task record, its status machine, and the messages that carry tasks and results. */
+import { z } from 'zod';
+
+export const TASK_STATUSES = ['queued', 'running', 'done', 'failed', 'cancelled'] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+export const TERMINAL_STATUSES: ReadonlySet<TaskStatus> = new Set(['done', 'failed', 'cancelled']);
+export const isTerminal = (s: TaskStatus): boolean => TERMINAL_STATUSES.has(s);
+
+export const PRIORITIES = ['high', 'normal', 'low'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Task ids are UUIDs; anything else is rejected before a key is built from it. */
+export const isTaskId = (s: string): boolean => UUID_RE.test(s);
+
+export interface TaskError {
+  code: string;
+  message: string;
+  retriable: boolean;
+}
+
+/** One task as stored. Times are epoch milliseconds; absent ones are null. */
+export interface TaskRecord {
+  id: string;
+  type: string;
+  status: TaskStatus;
+  input: unknown;
+  userId: string | null;
+  priority: Priority;
+  /** Attempts started so far (a claim increments it). */
+  attempt: number;
+  maxAttempts: number;
+  progress: number;
+  message: string | null;
+  result: unknown;
+  error: TaskError | null;
+  worker: string | null;
+  leaseUntil: number | null;
+  retryAt: number | null;
+  /** Whether the result message has been published (so a redelivery need not publish it). */
+  resultPublished: boolean;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  updatedAt: number;
+}
+
+/** What the API hands to the store to create a task. */
+export interface NewTask {
+  id: string;
+  type: string;
+  input: unknown;
+  userId: string | null;
+  priority: Priority;
+  maxAttempts: number;
+  createdAt: number;
+}
+
+// --- messages ---------------------------------------------------------------------------
+
+export const requestMessageSchema = z.object({
+  v: z.literal(1),
+  task_id: z.string().refine(isTaskId, 'must be a UUID'),
+  type: z.string().min(1),
+  input: z.unknown(),
+  user_id: z.string().nullable(),
+  priority: z.enum(PRIORITIES),
+  created_at: z.string(),
+});
+export type RequestMessage = z.infer<typeof requestMessageSchema>;
+
+export interface ResultMessage {
+  v: 1;
+  task_id: string;
+  type: string;
+  status: 'done' | 'failed' | 'cancelled';
+  result?: unknown;
+  error?: TaskError;
+  user_id: string | null;
+  attempt: number;
+  started_at: string | null;
+  finished_at: string | null;
+  duration_ms: number | null;
+}
+
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+
+export function toRequestMessage(t: Pick<TaskRecord, 'id' | 'type' | 'input' | 'userId' | 'priority' | 'createdAt'>): RequestMessage {
+  return {
+    v: 1,
+    task_id: t.id,
+    type: t.type,
+    input: t.input,
+    user_id: t.userId,
+    priority: t.priority,
+    created_at: new Date(t.createdAt).toISOString(),
+  };
+}
+
+export function toResultMessage(t: TaskRecord): ResultMessage {
+  if (!isTerminal(t.status)) throw new Error(`task ${t.id} is ${t.status}, not terminal`);
+  const msg: ResultMessage = {
+    v: 1,
+    task_id: t.id,
+    type: t.type,
+    status: t.status as ResultMessage['status'],
+    user_id: t.userId,
+    attempt: t.attempt,
+    started_at: iso(t.startedAt),
+    finished_at: iso(t.finishedAt),
+    duration_ms: t.startedAt !== null && t.finishedAt !== null ? t.finishedAt - t.startedAt : null,
+  };
+  if (t.status === 'done') msg.result = t.result;
+  else if (t.error) msg.error = t.error;
+  return msg;
+}
+
+/** The public view of a task, as GET /tasks/:id answers it. */
+export function toTaskView(t: TaskRecord) {
+  return {
+    task_id: t.id,
+    status: t.status,
+    type: t.type,
+    user_id: t.userId,
+    priority: t.priority,
+    progress: t.progress,
+    message: t.message,
+    result: t.status === 'done' ? t.result : null,
+    error: t.error,
+    attempts: t.attempt,
+    max_attempts: t.maxAttempts,
+    created_at: iso(t.createdAt),
+    started_at: iso(t.startedAt),
+    finished_at: iso(t.finishedAt),
+    updated_at: iso(t.updatedAt),
+    retry_at: iso(t.retryAt),
+  };
+}

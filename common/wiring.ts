@@ -1,0 +1,110 @@
+/**
+ * Builds the adapters a Config asks for, and the process plumbing the entry points share.
+ * Entry points only read config, build dependencies, start, and wire signals to close().
+ */
+import type { Broker } from './broker/port.ts';
+import { KafkaBroker } from './broker/kafka.ts';
+import { MemoryBroker } from './broker/memory.ts';
+import type { Config } from './config.ts';
+import { ConfigError, errorMessage } from './errors.ts';
+import { loadConfig } from './config.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { MemoryTaskStore } from './store/memory.ts';
+import type { TaskStore } from './store/port.ts';
+import { RedisTaskStore } from './store/redis.ts';
+
+export async function createBroker(config: Config, logger: Logger): Promise<Broker> {
+  switch (config.broker) {
+    case 'memory':
+      return new MemoryBroker();
+    case 'kafka':
+      return new KafkaBroker({ ...config.kafka, logger });
+    case 'rocketmq': {
+      // Loaded on demand: the gRPC client is heavy and only RocketMQ deployments need it.
+      const { RocketMqBroker } = await import('./broker/rocketmq.ts');
+      return new RocketMqBroker({ ...config.rocketmq, logger });
+    }
+  }
+}
+
+export async function createStore(config: Config, logger: Logger): Promise<TaskStore> {
+  const opts = { resultTtlSeconds: config.resultTtlSeconds };
+  if (config.store === 'memory') return new MemoryTaskStore(opts);
+  const store = new RedisTaskStore({ ...config.redis, ...opts, opTimeoutMs: config.api.requestTimeoutMs, logger });
+  if (!(await store.connect())) {
+    logger.warn('redis is not reachable yet; starting anyway and retrying in the background', { host: config.redis.host, port: config.redis.port });
+  }
+  return store;
+}
+
+/** Creates the topics if the broker is up; otherwise logs and goes on (publishing retries). */
+export async function ensureTopics(broker: Broker, config: Config, logger: Logger): Promise<void> {
+  try {
+    await broker.ensureTopics([config.topics.request, config.topics.result, broker.deadLetterTopic(config.group)]);
+  } catch (err) {
+    logger.warn('could not check or create the topics yet', { err: errorMessage(err) });
+  }
+}
+
+export function workerOptions(config: Config) {
+  return {
+    ...config.worker,
+    requestTopic: config.topics.request,
+    resultTopic: config.topics.result,
+    group: config.group,
+  };
+}
+
+/** Reads the configuration, or prints what is wrong with it and exits 1. */
+export function loadConfigOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\nSee .env.example for every setting.\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+export function processLogger(config: Config, role: string): Logger {
+  return createLogger(config.log, { role });
+}
+
+/**
+ * Runs `close` on the first SIGINT/SIGTERM and exits 0 when it resolves (1 if it throws);
+ * a second signal exits at once.
+ */
+export function onShutdown(logger: Logger, close: (signal: string) => Promise<void>): void {
+  let closing = false;
+  const handler = (signal: NodeJS.Signals) => {
+    if (closing) {
+      logger.warn('second signal: exiting now', { signal });
+      process.exit(1);
+    }
+    closing = true;
+    logger.info('shutting down', { signal });
+    close(signal).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error('shutdown failed', { err: errorMessage(err) });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  process.on('unhandledRejection', (err) => logger.error('unhandled rejection', { err: errorMessage(err) }));
+}
+
+/** Closes every resource in order; a failing step is logged and the rest still run. */
+export async function closeAll(logger: Logger, steps: [string, () => Promise<unknown> | undefined][]): Promise<void> {
+  for (const [name, step] of steps) {
+    try {
+      await step();
+    } catch (err) {
+      logger.warn(`closing ${name} failed`, { err: errorMessage(err) });
+    }
+  }
+}
