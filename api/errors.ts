@@ -1,0 +1,79 @@
+/**
+ * The one place that turns errors into HTTP answers, all in one JSON shape:
+ * `{"error": {"code", "message", "issues"?, "task_id"?}}`.
+ */
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import type { z } from 'zod';
+import {
+  AppError,
+  IdempotencyKeyReusedError,
+  NotFoundError,
+  PayloadTooLargeError,
+  UnavailableError,
+  UnsupportedMediaTypeError,
+  ValidationError,
+  type FieldIssue,
+} from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+
+export interface ErrorBody {
+  error: { code: string; message: string; issues?: FieldIssue[]; task_id?: string; dependency?: string };
+}
+
+/** Seconds a client should wait before retrying after a 503. */
+export const RETRY_AFTER_SECONDS = 5;
+
+export function zodIssues(err: z.ZodError, prefix: (string | number)[] = []): FieldIssue[] {
+  return err.issues.map((i) => {
+    const path = [...prefix, ...i.path].map(String).join('.');
+    // zod names unknown keys in the message, not the path: put them in the path too.
+    const keys = i.code === 'unrecognized_keys' ? i.keys.map((k) => (path ? `${path}.${k}` : k)).join(', ') : path;
+    return { path: keys, message: i.message };
+  });
+}
+
+export function validationError(err: z.ZodError, prefix: (string | number)[] = []): ValidationError {
+  const issues = zodIssues(err, prefix);
+  const first = issues[0];
+  const summary = first ? `${first.path || 'body'}: ${first.message}` : 'invalid request';
+  return new ValidationError(issues.length > 1 ? `${summary} (and ${issues.length - 1} more)` : summary, issues);
+}
+
+export function statusOf(err: unknown): ContentfulStatusCode {
+  if (err instanceof ValidationError) return 400;
+  if (err instanceof NotFoundError) return 404;
+  if (err instanceof PayloadTooLargeError) return 413;
+  if (err instanceof UnsupportedMediaTypeError) return 415;
+  if (err instanceof IdempotencyKeyReusedError) return 422;
+  if (err instanceof UnavailableError) return 503;
+  if (err instanceof HTTPException) return err.status;
+  return 500;
+}
+
+export function errorBody(err: unknown): ErrorBody {
+  if (err instanceof AppError) {
+    const body: ErrorBody = { error: { code: err.code, message: err.message } };
+    if (err instanceof ValidationError) body.error.issues = err.issues;
+    if ((err instanceof NotFoundError || err instanceof IdempotencyKeyReusedError) && err.taskId) body.error.task_id = err.taskId;
+    if (err instanceof UnavailableError) body.error.dependency = err.dependency;
+    return body;
+  }
+  if (err instanceof HTTPException) return { error: { code: `http_${err.status}`, message: err.message || 'request failed' } };
+  return { error: { code: 'internal', message: 'internal error' } };
+}
+
+export function renderError(c: Context, err: unknown, logger: Logger): Response {
+  const status = statusOf(err);
+  if (status >= 500) {
+    logger.error(status === 503 ? 'dependency unavailable' : 'request failed', {
+      method: c.req.method,
+      path: c.req.path,
+      err: err instanceof Error ? err.message : String(err),
+      stack: status === 500 && err instanceof Error ? err.stack : undefined,
+    });
+  }
+  if (status === 503) c.header('Retry-After', String(RETRY_AFTER_SECONDS));
+  return c.json(errorBody(err), status);
+}

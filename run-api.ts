@@ -1,0 +1,59 @@
+/**
+ * The API process (`npm run api`). With BROKER=memory — the default, `npm start` — it is the
+ * embedded mode: the API and a worker in one process, nothing else to install.
+ */
+import { serve } from '@hono/node-server';
+import { createApp } from './api/app.ts';
+import { startRelay } from './common/relay.ts';
+import { closeAll, createBroker, createStore, ensureTopics, loadConfigOrExit, onShutdown, processLogger, workerOptions } from './common/wiring.ts';
+import { defaultRegistry } from './worker/task-types.ts';
+import { Worker } from './worker/worker.ts';
+
+const config = loadConfigOrExit();
+const embedded = config.broker === 'memory';
+const logger = processLogger(config, embedded ? 'embedded' : 'api');
+const broker = await createBroker(config, logger);
+const store = await createStore(config, logger);
+await ensureTopics(broker, config, logger);
+const registry = defaultRegistry();
+
+const worker = embedded ? new Worker({ broker, store, registry, logger, options: workerOptions(config) }) : undefined;
+await worker?.start();
+const relay = startRelay({ store, broker, topic: config.topics.request, logger });
+
+const app = createApp({
+  store,
+  broker,
+  registry,
+  logger,
+  options: {
+    requestTopic: config.topics.request,
+    bodyLimit: config.api.bodyLimit,
+    requestTimeoutMs: config.api.requestTimeoutMs,
+    relayAfterMs: config.relayAfterMs,
+    maxAttempts: config.worker.maxAttempts,
+    idempotencyTtlSeconds: config.idempotencyTtlSeconds,
+  },
+});
+
+const server = serve({ fetch: app.fetch, hostname: config.api.host, port: config.api.port }, (info) => {
+  const host = config.api.host === '0.0.0.0' || config.api.host === '::' ? 'localhost' : config.api.host;
+  const url = config.api.publicUrl ?? `http://${host}:${info.port}`;
+  logger.info(`API listening on ${url}`, { broker: config.broker, store: config.store, embedded });
+  // stdout, for people: the URL and a first request to try.
+  process.stdout.write(
+    `\nAgent task queue is up at ${url}  (broker: ${config.broker}, store: ${config.store}${embedded ? ', worker in process' : ''})\n\n` +
+      `Try:\n  curl -s -X POST ${url}/tasks -H 'Content-Type: application/json' -d '{"user_id":"user123","content":"机械键盘降价了"}'\n` +
+      `  curl -s ${url}/tasks/<task_id>\n\n`,
+  );
+});
+
+onShutdown(logger, () =>
+  closeAll(logger, [
+    ['http server', () => new Promise<void>((resolve) => server.close(() => resolve()))],
+    ['worker', () => worker?.shutdown()],
+    ['relay', () => relay.stop()],
+    ['broker', () => broker.close({ graceMs: 1000 })],
+    ['store', () => store.close()],
+  ]),
+);

@@ -1,0 +1,26 @@
+/** A worker process: one member of the consumer group. `npm run worker`. */
+import { startRelay } from './common/relay.ts';
+import { closeAll, createBroker, createStore, ensureTopics, loadConfigOrExit, onShutdown, processLogger, workerOptions } from './common/wiring.ts';
+import { defaultRegistry } from './worker/task-types.ts';
+import { Worker } from './worker/worker.ts';
+
+const config = loadConfigOrExit();
+const logger = processLogger(config, 'worker');
+if (config.broker === 'memory') {
+  logger.error('BROKER=memory lives inside one process: run `npm start` for the embedded mode, or set BROKER=kafka|rocketmq');
+  process.exit(1);
+}
+const broker = await createBroker(config, logger);
+const store = await createStore(config, logger);
+await ensureTopics(broker, config, logger);
+const worker = new Worker({ broker, store, registry: defaultRegistry(), logger, options: workerOptions(config) });
+const relay = startRelay({ store, broker, topic: config.topics.request, logger });
+onShutdown(logger, () =>
+  closeAll(logger, [
+    ['worker', () => worker.shutdown()],
+    ['relay', () => relay.stop()],
+    ['broker', () => broker.close({ graceMs: 1000 })],
+    ['store', () => store.close()],
+  ]),
+);
+await worker.start();

@@ -1,0 +1,7 @@
+/** The task types this build knows. Register your own here (see README, "Your own logic"). */
+import { TaskRegistry } from '../common/registry.ts';
+import { agentTaskType } from './agent-logic.ts';
+
+export function defaultRegistry(): TaskRegistry {
+  return new TaskRegistry().register(agentTaskType);
+}
