@@ -1,0 +1,131 @@
+/**
+ * 5,000 random malformed requests against a running API process: every answer is a 4xx,
+ * the process stays up, and no Redis key is created for any of them.
+ */
+import { randomUUID } from 'node:crypto';
+import { createClient } from 'redis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { killAll, startApi, type Child } from '../support/processes.ts';
+import { isolatedRun, services } from '../support/services.ts';
+
+const REQUESTS = 5000;
+const BODY_LIMIT = 64 * 1024;
+
+/** mulberry32: a small seeded PRNG, so a failing run can be replayed with FUZZ_SEED. */
+function prng(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface FuzzRequest {
+  kind: string;
+  method: string;
+  path: string;
+  headers: Record<string, string>;
+  body?: string;
+}
+
+function generator(rand: () => number) {
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
+  const int = (n: number) => Math.floor(rand() * n);
+  // Any code point but the surrogates (a lone surrogate cannot be put in a URL at all).
+  const junk = (n: number) =>
+    Array.from({ length: n }, () => {
+      const c = int(0xffff - 0x800);
+      return String.fromCharCode(c < 0xd800 ? c : c + 0x800);
+    }).join('');
+  const json = { 'content-type': 'application/json' };
+  const wrongValues: unknown[] = [42, -1.5, true, null, [], ['x'], {}, { a: 1 }, '', 1e308];
+  const valid = () => ({ user_id: `u${int(100)}`, content: `text ${int(1000)}` });
+
+  const kinds: (() => FuzzRequest)[] = [
+    () => {
+      const s = JSON.stringify(valid());
+      return { kind: 'truncated json', method: 'POST', path: '/tasks', headers: json, body: s.slice(0, 1 + int(s.length - 2)) };
+    },
+    () => ({ kind: 'random bytes', method: 'POST', path: '/tasks', headers: json, body: junk(1 + int(200)) }),
+    () => ({ kind: 'wrong type: content', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ ...valid(), content: pick(wrongValues) }) }),
+    () => ({ kind: 'wrong type: user_id', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ ...valid(), user_id: pick(wrongValues.filter((v) => typeof v !== 'string' || v === '')) }) }),
+    () => ({ kind: 'wrong type: body', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify(pick([1, 'x', null, true, [valid()]])) }),
+    () => ({ kind: 'wrong type: input', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ type: 'agent', input: pick([1, 'x', null, [], { content: 5 }]) }) }),
+    () => ({ kind: 'unknown type', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ type: pick(['nope', 'AGENT', '../x', '', 7]), input: { content: 'x' } }) }),
+    () => ({ kind: 'bad priority', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ type: 'agent', input: { content: 'x' }, priority: pick(['urgent', 1, null, '']) }) }),
+    () => ({ kind: 'unknown field', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ ...valid(), [pick(['admin', '__proto__x', 'task_id', 'status', junk(5)])]: 1 }) }),
+    () => ({ kind: 'huge string', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ ...valid(), content: 'x'.repeat(BODY_LIMIT + int(BODY_LIMIT)) }) }),
+    () => ({ kind: 'huge user_id', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ ...valid(), user_id: 'u'.repeat(257 + int(5000)) }) }),
+    () => {
+      const depth = 100 + int(5000);
+      return { kind: 'deep nesting', method: 'POST', path: '/tasks', headers: json, body: `{"user_id":"u","content":${'['.repeat(depth)}${']'.repeat(depth)}}` };
+    },
+    () => ({ kind: 'empty body', method: 'POST', path: '/tasks', headers: json, body: pick(['', ' ', '\n']) }),
+    () => ({ kind: 'wrong content type', method: 'POST', path: '/tasks', headers: { 'content-type': pick(['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/jsonx']) }, body: JSON.stringify(valid()) }),
+    () => ({ kind: 'no content type', method: 'POST', path: '/tasks', headers: {}, body: JSON.stringify(valid()) }),
+    () => ({ kind: 'invalid id', method: 'GET', path: `/tasks/${encodeURIComponent(pick([junk(1 + int(40)), 'abc', '0', randomUUID().slice(0, 35), `${randomUUID()}x`, '%00', '..']))}`, headers: {} }),
+    () => ({ kind: 'wrong method', method: pick(['PUT', 'PATCH', 'DELETE']), path: pick(['/tasks', `/tasks/${randomUUID()}`]), headers: json, body: JSON.stringify(valid()) }),
+    () => ({ kind: 'unknown route', method: pick(['GET', 'POST']), path: pick(['/', '/task', '/tasks/a/b', `/${junk(3)}`]), headers: json, body: undefined }),
+  ];
+  return () => pick(kinds)();
+}
+
+describe('fuzzing the API with malformed requests', () => {
+  const { prefix, env } = isolatedRun('fuzz', 'kafka', { API_BODY_LIMIT: String(BODY_LIMIT), LOG_LEVEL: 'warn' });
+  let api: { child: Child; url: string };
+  const redis = createClient({ socket: { host: services().REDIS_HOST, port: Number(services().REDIS_PORT) } });
+
+  beforeAll(async () => {
+    api = await startApi(env);
+    await redis.connect();
+  });
+  afterAll(async () => {
+    await redis.close();
+    await killAll();
+  });
+
+  it(`answers ${REQUESTS} malformed requests with 4xx only, stays up, and writes nothing`, async () => {
+    const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
+    const next = generator(prng(seed));
+    const byKind = new Map<string, Map<number, number>>();
+    const bad: string[] = [];
+    let sent = 0;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (sent < REQUESTS) {
+          sent++;
+          const r = next();
+          let status: number;
+          try {
+            const res = await fetch(`${api.url}${r.path}`, { method: r.method, headers: r.headers, body: r.body });
+            status = res.status;
+            await res.arrayBuffer();
+          } catch (err) {
+            // Only an over-limit body may be cut short by the server (413 before the upload ends).
+            if (r.kind !== 'huge string') bad.push(`${r.kind}: ${r.method} ${r.path} -> ${String(err)}`);
+            status = 413;
+          }
+          const counts = byKind.get(r.kind) ?? new Map<number, number>();
+          counts.set(status, (counts.get(status) ?? 0) + 1);
+          byKind.set(r.kind, counts);
+          if (status < 400 || status >= 500) bad.push(`${r.kind}: ${r.method} ${r.path} body=${(r.body ?? '').slice(0, 80)} -> ${status}`);
+        }
+      }),
+    );
+    const summary = [...byKind].map(([k, m]) => `${k} ${[...m].map(([s, n]) => `${s}x${n}`).join(',')}`).join('; ');
+    process.stderr.write(`[fuzz] seed ${seed}: ${summary}\n`);
+    expect(bad.slice(0, 10), `seed ${seed}`).toEqual([]);
+    expect(api.child.alive()).toBe(true);
+    expect((await fetch(`${api.url}/healthz`)).status).toBe(200);
+    // Not one key under this API's prefix: no record, no outbox entry.
+    const keys: string[] = [];
+    for await (const batch of redis.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) keys.push(...batch);
+    expect(keys).toEqual([]);
+    // And a valid request still works afterwards.
+    const ok = await fetch(`${api.url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user_id: 'u', content: 'after the storm' }) });
+    expect(ok.status).toBe(202);
+  });
+});
