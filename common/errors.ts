@@ -100,6 +100,23 @@ export class TaskTimeoutError extends AppError {
   }
 }
 
+/** The task was cancelled by a caller: the reason of the handler's AbortSignal. Never retried. */
+export class TaskCancelledError extends AppError {
+  constructor() {
+    super('cancelled', 'the task was cancelled', { retriable: false });
+  }
+}
+
+/** DELETE on a task that has already finished: answer 409. */
+export class TaskFinishedError extends AppError {
+  constructor(
+    readonly taskId: string,
+    readonly status: string,
+  ) {
+    super('task_finished', `task ${taskId} has already finished (${status}); only queued or running tasks can be cancelled`);
+  }
+}
+
 /** Rejects with `onTimeout()` when `promise` has not settled within `ms`. */
 export async function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -11,11 +11,20 @@ export interface HandlerContext {
   /** 1 on the first attempt. */
   attempt: number;
   userId: string | null;
-  /** Fires when the task times out, is taken over by another worker, or the worker stops. */
+  /**
+   * Fires when the task is cancelled (DELETE /tasks/:id), times out, is taken over by another
+   * worker, or the worker stops. Its reason is a TaskCancelledError for a cancellation.
+   */
   signal: AbortSignal;
-  /** Reports progress (0-100) and what the handler is doing; stored and shown to callers. */
+  /** Reports progress (0-100) and what the handler is doing; stored, in the history, and streamed to callers. */
   progress(percent: number, message?: string): Promise<void>;
+  /** A line for the worker's log and the task's history (GET /tasks/:id?history=true, SSE `log`). */
   log(level: LogLevel, message: string, data?: Record<string, unknown>): void;
+  /**
+   * Incremental output — LLM tokens, one agent's section of a report: streamed to callers as
+   * SSE `partial` events and appended to the task's `output`.
+   */
+  partial(chunk: string): Promise<void>;
 }
 
 export interface TaskType<I = unknown, O = unknown> {

@@ -32,6 +32,8 @@ export interface TaskRecord {
   maxAttempts: number;
   progress: number;
   message: string | null;
+  /** What the handler streamed with partial(), concatenated (capped); '' when nothing. */
+  output: string;
   result: unknown;
   error: TaskError | null;
   worker: string | null;
@@ -44,6 +46,29 @@ export interface TaskRecord {
   finishedAt: number | null;
   updatedAt: number;
 }
+
+/**
+ * One entry of a task's execution history, and one server-sent event. Ids are Redis stream
+ * ids (`<ms>-<seq>`): they grow with every event of a task, so "after id X" is exact.
+ */
+export const EVENT_TYPES = ['status', 'progress', 'log', 'partial', 'done', 'failed', 'cancelled'] as const;
+export type TaskEventType = (typeof EVENT_TYPES)[number];
+export const TERMINAL_EVENTS: ReadonlySet<TaskEventType> = new Set(['done', 'failed', 'cancelled']);
+
+export interface TaskEvent {
+  id: string;
+  type: TaskEventType;
+  data: Record<string, unknown>;
+}
+
+/** Epoch ms of an event, from its id. */
+export const eventTime = (id: string): number => Number(id.split('-')[0]);
+
+const EVENT_ID_RE = /^\d{1,15}-\d{1,15}$/;
+export const isEventId = (s: string): boolean => EVENT_ID_RE.test(s);
+
+/** What a handler may add to the history itself. */
+export type HandlerEvent = { type: 'log'; data: { level: string; message: string; data?: Record<string, unknown> } } | { type: 'partial'; data: { chunk: string } };
 
 /** What the API hands to the store to create a task. */
 export interface NewTask {
@@ -115,6 +140,11 @@ export function toResultMessage(t: TaskRecord): ResultMessage {
   return msg;
 }
 
+/** The public view of an event: its data with the time it happened. */
+export function toEventView(e: TaskEvent) {
+  return { id: e.id, event: e.type, data: { ...e.data, at: iso(eventTime(e.id)) } };
+}
+
 /** The public view of a task, as GET /tasks/:id answers it. */
 export function toTaskView(t: TaskRecord) {
   return {
@@ -125,6 +155,7 @@ export function toTaskView(t: TaskRecord) {
     priority: t.priority,
     progress: t.progress,
     message: t.message,
+    output: t.output === '' ? null : t.output,
     result: t.status === 'done' ? t.result : null,
     error: t.error,
     attempts: t.attempt,

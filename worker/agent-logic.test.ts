@@ -4,6 +4,7 @@ import { runAgent } from './agent-logic.ts';
 
 function ctx(attempt = 1) {
   const progress: number[] = [];
+  const chunks: string[] = [];
   const c: HandlerContext = {
     taskId: 't',
     attempt,
@@ -11,8 +12,9 @@ function ctx(attempt = 1) {
     signal: new AbortController().signal,
     progress: (p) => Promise.resolve(void progress.push(p)),
     log: () => undefined,
+    partial: (chunk) => Promise.resolve(void chunks.push(chunk)),
   };
-  return { c, progress };
+  return { c, progress, chunks };
 }
 
 describe('agent demo handler', () => {
@@ -24,6 +26,9 @@ describe('agent demo handler', () => {
     expect(r1.sentiment).toBe('positive');
     expect(r1.keywords.map((k) => k.word)).toContain('键盘');
     expect(a.progress).toEqual([10, 35, 60, 85]);
+    // The summary streams out in pieces that add up to it.
+    expect(a.chunks.length).toBeGreaterThan(1);
+    expect(a.chunks.join('')).toBe(r1.summary);
   });
 
   it('fails the first attempts when asked to, for retry demos', async () => {

@@ -88,6 +88,12 @@ export async function runAgent(ctx: HandlerContext, input: AgentInput): Promise<
   await wait(step, ctx.signal);
   const head = text.length > 80 ? `${text.slice(0, 80)}…` : text;
   const summary = `${sentiment} message of ${words.length} words; key terms: ${keywords.map((k) => k.word).join(', ') || 'none'}. "${head}"`;
+  // Stream the summary a few words at a time, as an LLM streams tokens.
+  const pieces = summary.match(/\S+\s*/g) ?? [summary];
+  for (let i = 0; i < pieces.length; i += 4) {
+    await ctx.partial(pieces.slice(i, i + 4).join(''));
+    await wait(Math.floor(step / 8), ctx.signal);
+  }
   ctx.log('info', 'agent finished', { words: words.length, sentiment });
 
   return {

@@ -5,12 +5,12 @@
  */
 import type { Broker, Delivery, Subscription } from '../common/broker/port.ts';
 import { backoffMs, retrying } from '../common/backoff.ts';
-import { AppError, NonRetryableError, TaskTimeoutError, UnavailableError, errorMessage } from '../common/errors.ts';
+import { AppError, NonRetryableError, TaskCancelledError, TaskTimeoutError, UnavailableError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { resultOutgoing } from '../common/messages.ts';
 import type { HandlerContext, TaskRegistry, TaskType } from '../common/registry.ts';
-import type { TaskStore, TransitionCode } from '../common/store/port.ts';
-import { requestMessageSchema, type TaskError, type TaskRecord } from '../common/task.ts';
+import type { CancelWatch, TaskStore, TransitionCode } from '../common/store/port.ts';
+import { requestMessageSchema, type HandlerEvent, type TaskError, type TaskRecord } from '../common/task.ts';
 
 export interface WorkerOptions {
   id: string;
@@ -42,7 +42,7 @@ export interface WorkerDeps {
 export type WorkerState = 'created' | 'running' | 'draining' | 'stopped';
 
 /** What happened to one delivery, for logs and tests. */
-export type Outcome = 'done' | 'failed' | 'retry' | 'duplicate' | 'busy' | 'lost' | 'poison' | 'republished';
+export type Outcome = 'done' | 'failed' | 'retry' | 'duplicate' | 'busy' | 'lost' | 'poison' | 'republished' | 'cancelled';
 
 /** Store calls the worker must not lose to a short Redis blip. */
 const storeRetry = { tries: 5, baseMs: 200, maxMs: 2000, retriable: (e: unknown) => e instanceof UnavailableError };
@@ -50,10 +50,12 @@ const storeRetry = { tries: 5, baseMs: 200, maxMs: 2000, retriable: (e: unknown)
 export class Worker {
   private state: WorkerState = 'created';
   private subscription: Subscription | undefined;
-  private readonly controllers = new Set<AbortController>();
+  private cancelWatch: CancelWatch | undefined;
+  /** Running handlers by task id. */
+  private readonly controllers = new Map<string, AbortController>();
   private stopping: Promise<void> | undefined;
   /** Counters since start, for logs and the status endpoint. */
-  readonly stats = { done: 0, failed: 0, retried: 0, duplicates: 0, handlerRuns: 0 };
+  readonly stats = { done: 0, failed: 0, retried: 0, duplicates: 0, cancelled: 0, handlerRuns: 0 };
 
   constructor(private readonly deps: WorkerDeps) {}
 
@@ -69,6 +71,14 @@ export class Worker {
     if (this.state !== 'created') throw new Error(`worker is ${this.state}`);
     const { broker, options, logger } = this.deps;
     this.state = 'running';
+    // Cancellations reach the worker that runs the task through the store, whatever the broker.
+    this.cancelWatch = await this.deps.store.watchCancellations((id) => {
+      const c = this.controllers.get(id);
+      if (c && !c.signal.aborted) {
+        logger.info('cancel requested; aborting the handler', { task_id: id });
+        c.abort(new TaskCancelledError());
+      }
+    });
     this.subscription = await broker.subscribe(options.requestTopic, options.group, (d) => this.handle(d).then(() => undefined), {
       concurrency: options.concurrency,
     });
@@ -149,7 +159,7 @@ export class Worker {
     const { store, options } = this.deps;
     const maxAttempts = task.maxAttempts || type.maxAttempts || options.maxAttempts;
     const controller = new AbortController();
-    this.controllers.add(controller);
+    this.controllers.set(task.id, controller);
     const lost = (code: TransitionCode) => {
       if (code !== 'ok' && !controller.signal.aborted) {
         log.warn('lost the task (lease taken over or task ended); stopping the handler', { code });
@@ -162,20 +172,32 @@ export class Worker {
       });
     }, Math.max(250, Math.floor(options.leaseMs / 3)));
 
+    // History writes go one after another, so the history keeps the order of the calls and
+    // everything the handler reported is stored before the task's end.
+    let history: Promise<void> = Promise.resolve();
+    const record = (what: string, write: () => Promise<TransitionCode>): Promise<void> =>
+      (history = history.then(async () => {
+        try {
+          lost(await write());
+        } catch (err) {
+          log.warn(`could not record ${what}`, { err: errorMessage(err) });
+        }
+      }));
+    const emit = (event: HandlerEvent) => record(event.type, () => store.emit(task.id, options.id, event));
     const ctx: HandlerContext = {
       taskId: task.id,
       attempt: task.attempt,
       userId: task.userId,
       signal: controller.signal,
-      progress: async (percent, message) => {
-        const p = Math.max(0, Math.min(100, Math.round(percent)));
-        try {
-          lost(await store.progress(task.id, options.id, p, message ?? null));
-        } catch (err) {
-          log.warn('could not record progress', { err: errorMessage(err) });
-        }
+      progress: (percent, message) => {
+        const p = Math.max(0, Math.min(100, Math.round(Number.isFinite(percent) ? percent : 0)));
+        return record('progress', () => store.progress(task.id, options.id, p, message ?? null));
       },
-      log: (level, message, data) => log[level](message, { ...data, attempt: task.attempt }),
+      log: (level, message, data) => {
+        log[level](message, { ...data, attempt: task.attempt });
+        void emit({ type: 'log', data: data === undefined ? { level, message } : { level, message, data } });
+      },
+      partial: (chunk) => (typeof chunk === 'string' && chunk !== '' ? emit({ type: 'partial', data: { chunk } }) : Promise.resolve()),
     };
 
     log.info('task started', { attempt: task.attempt, max_attempts: maxAttempts });
@@ -204,15 +226,13 @@ export class Worker {
       failure = err;
     } finally {
       clearInterval(renew);
-      this.controllers.delete(controller);
+      this.controllers.delete(task.id);
+      await history;
     }
 
     if (failure === undefined) {
       const code = await retrying(() => store.complete(task.id, options.id, result ?? null), storeRetry);
-      if (code !== 'ok') {
-        log.warn('finished, but the task is no longer ours; result discarded', { code });
-        return 'lost';
-      }
+      if (code !== 'ok') return this.notOurs(task.id, code, log);
       this.stats.done++;
       log.info('task done', { attempt: task.attempt, duration_ms: Date.now() - started });
       const done = await store.get(task.id);
@@ -224,7 +244,7 @@ export class Worker {
     if (error.retriable && task.attempt < maxAttempts) {
       const delay = backoffMs(task.attempt, options.retryBaseMs, options.retryMaxMs);
       const code = await retrying(() => store.retryLater(task.id, options.id, error, Date.now() + delay), storeRetry);
-      if (code !== 'ok') return 'lost';
+      if (code !== 'ok') return this.notOurs(task.id, code, log);
       this.stats.retried++;
       log.warn('task failed; will retry', { attempt: task.attempt, max_attempts: maxAttempts, retry_in_ms: delay, err: error.message });
       return 'retry';
@@ -236,13 +256,29 @@ export class Worker {
   private async finishFailed(d: Delivery, task: TaskRecord, error: TaskError, log: Logger): Promise<Outcome> {
     const { store, options } = this.deps;
     const code = await retrying(() => store.fail(task.id, options.id, error), storeRetry);
-    if (code !== 'ok') return 'lost';
+    if (code !== 'ok') return this.notOurs(task.id, code, log);
     this.stats.failed++;
     log.error('task failed', { attempt: task.attempt, code: error.code, err: error.message });
     const failed = await store.get(task.id);
     if (failed) await this.publishResult(failed);
     await this.deadLetter(d, error.code, `failed after ${task.attempt} attempt(s): ${error.message}`);
     return 'failed';
+  }
+
+  /**
+   * A transition found the task no longer ours: cancelled meanwhile (then this worker, the
+   * one that ran it, publishes the `cancelled` result), or taken over after a lost lease.
+   */
+  private async notOurs(id: string, code: TransitionCode, log: Logger): Promise<Outcome> {
+    const now = code === 'terminal' ? await retrying(() => this.deps.store.get(id), storeRetry) : null;
+    if (now?.status === 'cancelled') {
+      this.stats.cancelled++;
+      log.info('task cancelled', { attempt: now.attempt });
+      if (!now.resultPublished) await this.publishResult(now);
+      return 'cancelled';
+    }
+    log.warn('finished, but the task is no longer ours; result discarded', { code });
+    return 'lost';
   }
 
   private async publishResult(task: TaskRecord): Promise<void> {
@@ -264,13 +300,14 @@ export class Worker {
       const { logger, options } = this.deps;
       logger.info('worker draining', { in_flight: this.inFlight, grace_ms: options.shutdownGraceMs });
       const abortLeft = setTimeout(() => {
-        for (const c of this.controllers) c.abort(new Error('worker is shutting down'));
+        for (const c of this.controllers.values()) c.abort(new Error('worker is shutting down'));
       }, options.shutdownGraceMs);
       try {
         // A little extra grace so aborted handlers can unwind before the subscription leaves.
         await this.subscription?.close({ graceMs: options.shutdownGraceMs + 2000 });
       } finally {
         clearTimeout(abortLeft);
+        await this.cancelWatch?.close().catch(() => undefined);
         this.state = 'stopped';
       }
       logger.info('worker stopped', { ...this.stats });

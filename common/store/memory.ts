@@ -3,15 +3,39 @@
  * Redis adapter (the store conformance suite runs against both); JavaScript's single thread
  * makes each method atomic.
  */
-import { isTerminal, type NewTask, type TaskError, type TaskRecord } from '../task.ts';
-import type { ClaimResult, CreateResult, IdempotencyClaim, TaskStore, TaskStoreOptions, TransitionCode } from './port.ts';
+import { isTerminal, type HandlerEvent, type NewTask, type TaskError, type TaskEvent, type TaskRecord } from '../task.ts';
+import {
+  LIST_SCAN_BUDGET,
+  type CancelResult,
+  type CancelWatch,
+  type ClaimResult,
+  type CreateResult,
+  type IdempotencyClaim,
+  type ListPage,
+  type ListQuery,
+  type TaskStore,
+  type TaskStoreOptions,
+  type TransitionCode,
+} from './port.ts';
+
+interface Entry {
+  rec: TaskRecord;
+  expiresAt: number | null;
+  events: TaskEvent[];
+  /** Last event id, as `<ms>-<seq>` like a Redis stream's. */
+  lastMs: number;
+  lastSeq: number;
+}
 
 export class MemoryTaskStore implements TaskStore {
-  private readonly tasks = new Map<string, { rec: TaskRecord; expiresAt: number | null }>();
+  private readonly tasks = new Map<string, Entry>();
   private readonly outbox = new Map<string, number>();
   private readonly idempotency = new Map<string, { taskId: string; fingerprint: string; expiresAt: number }>();
   private readonly ttlMs: number;
   private readonly takeoverDelayMs: number;
+  private readonly historyLimit: number;
+  private readonly outputLimit: number;
+  private readonly cancelWatchers = new Set<(id: string) => void>();
   private closed = false;
 
   constructor(
@@ -20,9 +44,11 @@ export class MemoryTaskStore implements TaskStore {
   ) {
     this.ttlMs = (opts.resultTtlSeconds ?? 86_400) * 1000;
     this.takeoverDelayMs = opts.takeoverDelayMs ?? 1000;
+    this.historyLimit = opts.historyLimit ?? 1000;
+    this.outputLimit = opts.outputLimitBytes ?? 1024 * 1024;
   }
 
-  private live(id: string): TaskRecord | null {
+  private entry(id: string): Entry | null {
     const key = id.toLowerCase();
     const entry = this.tasks.get(key);
     if (!entry) return null;
@@ -30,12 +56,29 @@ export class MemoryTaskStore implements TaskStore {
       this.tasks.delete(key);
       return null;
     }
-    return entry.rec;
+    return entry;
+  }
+
+  private live(id: string): TaskRecord | null {
+    return this.entry(id)?.rec ?? null;
+  }
+
+  private addEvent(id: string, type: TaskEvent['type'], data: Record<string, unknown>): void {
+    const e = this.tasks.get(id);
+    if (!e) return;
+    const now = this.now();
+    if (now > e.lastMs) {
+      e.lastMs = now;
+      e.lastSeq = 0;
+    } else e.lastSeq++;
+    e.events.push({ id: `${e.lastMs}-${e.lastSeq}`, type, data: structuredClone(data) });
+    if (e.events.length > this.historyLimit) e.events.splice(0, e.events.length - this.historyLimit);
   }
 
   private finish(rec: TaskRecord): void {
     this.outbox.delete(rec.id);
-    this.tasks.set(rec.id, { rec, expiresAt: this.now() + this.ttlMs });
+    const e = this.tasks.get(rec.id);
+    if (e) e.expiresAt = this.now() + this.ttlMs;
   }
 
   /** Owner check shared by every transition a worker makes on a running task. */
@@ -47,7 +90,7 @@ export class MemoryTaskStore implements TaskStore {
     return rec;
   }
 
-  private sweep(): void {
+  private sweepAll(): void {
     const now = this.now();
     for (const [id, { expiresAt }] of this.tasks) if (expiresAt !== null && expiresAt <= now) this.tasks.delete(id);
     for (const [key, { expiresAt }] of this.idempotency) if (expiresAt <= now) this.idempotency.delete(key);
@@ -55,7 +98,7 @@ export class MemoryTaskStore implements TaskStore {
 
   create(task: NewTask, publishDueAt: number, idem?: IdempotencyClaim): Promise<CreateResult> {
     this.assertOpen();
-    if (this.tasks.size % 1024 === 0) this.sweep();
+    if (this.tasks.size % 1024 === 0) this.sweepAll();
     const id = task.id.toLowerCase();
     const now = this.now();
     if (idem) {
@@ -72,6 +115,7 @@ export class MemoryTaskStore implements TaskStore {
         attempt: 0,
         progress: 0,
         message: null,
+        output: '',
         result: null,
         error: null,
         worker: null,
@@ -83,7 +127,11 @@ export class MemoryTaskStore implements TaskStore {
         updatedAt: now,
       },
       expiresAt: null,
+      events: [],
+      lastMs: 0,
+      lastSeq: 0,
     });
+    this.addEvent(id, 'status', { status: 'queued', attempt: 0 });
     this.outbox.set(id, publishDueAt);
     return Promise.resolve({ outcome: 'created' });
   }
@@ -113,6 +161,7 @@ export class MemoryTaskStore implements TaskStore {
       updatedAt: now,
     } satisfies Partial<TaskRecord>);
     this.outbox.set(rec.id, now + leaseMs + this.takeoverDelayMs);
+    this.addEvent(rec.id, 'status', { status: 'running', attempt: rec.attempt, worker });
     return Promise.resolve({ outcome: 'claimed', task: structuredClone(rec) });
   }
 
@@ -133,6 +182,7 @@ export class MemoryTaskStore implements TaskStore {
     rec.progress = percent;
     rec.message = message;
     rec.updatedAt = this.now();
+    this.addEvent(rec.id, 'progress', { percent, message });
     return Promise.resolve('ok');
   }
 
@@ -149,6 +199,7 @@ export class MemoryTaskStore implements TaskStore {
       finishedAt: now,
       updatedAt: now,
     } satisfies Partial<TaskRecord>);
+    this.addEvent(rec.id, 'done', { result: rec.result });
     this.finish(rec);
     return Promise.resolve('ok');
   }
@@ -166,6 +217,7 @@ export class MemoryTaskStore implements TaskStore {
       updatedAt: this.now(),
     } satisfies Partial<TaskRecord>);
     this.outbox.set(rec.id, retryAt);
+    this.addEvent(rec.id, 'status', { status: 'queued', attempt: rec.attempt, retry_at: retryAt, error });
     return Promise.resolve('ok');
   }
 
@@ -175,6 +227,7 @@ export class MemoryTaskStore implements TaskStore {
     if (typeof rec === 'string') return Promise.resolve(rec);
     const now = this.now();
     Object.assign(rec, { status: 'failed', error, leaseUntil: null, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
+    this.addEvent(rec.id, 'failed', { error });
     this.finish(rec);
     return Promise.resolve('ok');
   }
@@ -187,6 +240,7 @@ export class MemoryTaskStore implements TaskStore {
     if (rec.status !== 'queued') return Promise.resolve('conflict');
     const now = this.now();
     Object.assign(rec, { status: 'failed', error, resultPublished: true, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
+    this.addEvent(rec.id, 'failed', { error });
     this.finish(rec);
     return Promise.resolve('ok');
   }
@@ -218,6 +272,77 @@ export class MemoryTaskStore implements TaskStore {
     return Promise.resolve(due);
   }
 
+  emit(id: string, worker: string, event: HandlerEvent): Promise<TransitionCode> {
+    this.assertOpen();
+    const rec = this.owned(id, worker);
+    if (typeof rec === 'string') return Promise.resolve(rec);
+    if (event.type === 'partial' && Buffer.byteLength(rec.output) + Buffer.byteLength(event.data.chunk) <= this.outputLimit) rec.output += event.data.chunk;
+    this.addEvent(rec.id, event.type, event.data);
+    return Promise.resolve('ok');
+  }
+
+  events(id: string, after: string | null, limit: number): Promise<TaskEvent[]> {
+    this.assertOpen();
+    const e = this.entry(id);
+    if (!e) return Promise.resolve([]);
+    const [ams = 0, aseq = -1] = after === null ? [0, -1] : after.split('-').map(Number);
+    const later = e.events.filter((ev) => {
+      const [ms = 0, seq = 0] = ev.id.split('-').map(Number);
+      return ms > ams || (ms === ams && seq > aseq);
+    });
+    return Promise.resolve(structuredClone(later.slice(0, limit)));
+  }
+
+  cancel(id: string, reason: string | null): Promise<CancelResult> {
+    this.assertOpen();
+    const rec = this.live(id);
+    if (!rec) return Promise.resolve({ outcome: 'missing' });
+    if (isTerminal(rec.status)) return Promise.resolve({ outcome: 'terminal', task: structuredClone(rec) });
+    const was = rec.status as 'queued' | 'running';
+    const now = this.now();
+    Object.assign(rec, { status: 'cancelled', leaseUntil: null, retryAt: null, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
+    this.addEvent(rec.id, 'cancelled', { reason, was });
+    this.finish(rec);
+    if (was === 'running') for (const w of this.cancelWatchers) queueMicrotask(() => w(rec.id));
+    return Promise.resolve({ outcome: 'cancelled', was, task: structuredClone(rec) });
+  }
+
+  watchCancellations(onCancel: (id: string) => void): Promise<CancelWatch> {
+    this.cancelWatchers.add(onCancel);
+    return Promise.resolve({
+      close: () => {
+        this.cancelWatchers.delete(onCancel);
+        return Promise.resolve();
+      },
+    });
+  }
+
+  list(q: ListQuery): Promise<ListPage> {
+    this.assertOpen();
+    const all = [...this.tasks.values()]
+      .map((e) => e.rec)
+      .filter((r) => !q.after || r.createdAt < q.after.createdAt || (r.createdAt === q.after.createdAt && r.id < q.after.id))
+      .sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : -1));
+    const tasks: TaskRecord[] = [];
+    let scanned = 0;
+    for (const r of all) {
+      scanned++;
+      const last = { createdAt: r.createdAt, id: r.id };
+      if (!this.live(r.id)) continue;
+      const match = (!q.status || r.status === q.status) && (!q.type || r.type === q.type) && (q.userId === undefined || r.userId === q.userId);
+      if (match) tasks.push(structuredClone(r));
+      if (tasks.length === q.limit || scanned >= LIST_SCAN_BUDGET) return Promise.resolve({ tasks, next: last });
+    }
+    return Promise.resolve({ tasks, next: null });
+  }
+
+  sweep(_limit: number): Promise<number> {
+    this.assertOpen();
+    const before = this.tasks.size;
+    this.sweepAll();
+    return Promise.resolve(before - this.tasks.size);
+  }
+
   ping(): Promise<void> {
     this.assertOpen();
     return Promise.resolve();
@@ -225,6 +350,7 @@ export class MemoryTaskStore implements TaskStore {
 
   close(): Promise<void> {
     this.closed = true;
+    this.cancelWatchers.clear();
     return Promise.resolve();
   }
 

@@ -10,7 +10,7 @@
  *  - takeover: `claim` and `renewLease` arm it just past the lease, so a task whose worker
  *    died is republished once its lease expires, on any broker.
  */
-import type { NewTask, TaskError, TaskRecord } from '../task.ts';
+import type { HandlerEvent, NewTask, TaskError, TaskEvent, TaskRecord, TaskStatus } from '../task.ts';
 
 export type ClaimResult =
   | { outcome: 'claimed'; task: TaskRecord }
@@ -43,9 +43,46 @@ export type CreateResult =
   /** The idempotency key was used before: nothing was written; here is what it names. */
   | { outcome: 'replay'; taskId: string; fingerprint: string };
 
+export type CancelResult =
+  /** It was queued or running (`was`) and is now cancelled. */
+  | { outcome: 'cancelled'; was: 'queued' | 'running'; task: TaskRecord }
+  | { outcome: 'terminal'; task: TaskRecord }
+  | { outcome: 'missing' };
+
+/** Where a listing page starts: after the task `id` created at `createdAt` (newest first). */
+export interface ListCursor {
+  createdAt: number;
+  id: string;
+}
+
+export interface ListQuery {
+  status?: TaskStatus;
+  userId?: string;
+  type?: string;
+  limit: number;
+  after?: ListCursor;
+}
+
+export interface ListPage {
+  tasks: TaskRecord[];
+  /** Null at the end. A page may hold fewer than `limit` tasks and still have a next one. */
+  next: ListCursor | null;
+}
+
+/** Entries a listing looks at per page before it answers with what it has and a cursor. */
+export const LIST_SCAN_BUDGET = 2000;
+
+export interface CancelWatch {
+  close(): Promise<void>;
+}
+
 export interface TaskStoreOptions {
-  /** Seconds a finished task stays readable. Default 86400. */
+  /** Seconds a finished task (with its history) stays readable. Default 86400. */
   resultTtlSeconds?: number;
+  /** Events kept per task history; older ones are trimmed. Default 1000. */
+  historyLimit?: number;
+  /** Bytes of partial output kept per task; chunks past it only go to the history. Default 1 MiB. */
+  outputLimitBytes?: number;
   /** How long after lease expiry the takeover watchdog fires. Default 1000 ms. */
   takeoverDelayMs?: number;
 }
@@ -70,6 +107,19 @@ export interface TaskStore {
   /** queued → failed, for a submission whose message could not be published: no result is due. */
   failQueued(id: string, error: TaskError): Promise<TransitionCode>;
   markResultPublished(id: string): Promise<void>;
+
+  /** Adds a handler's log line or partial output to a running task's history (owner-checked). */
+  emit(id: string, worker: string, event: HandlerEvent): Promise<TransitionCode>;
+  /** Up to `limit` events of a task's history after the event id `after` (from the start if null), oldest first. */
+  events(id: string, after: string | null, limit: number): Promise<TaskEvent[]>;
+  /** queued or running → cancelled; a running task's worker is told through watchCancellations. */
+  cancel(id: string, reason: string | null): Promise<CancelResult>;
+  /** Calls `onCancel` with the id of every running task that gets cancelled, on any process. */
+  watchCancellations(onCancel: (id: string) => void): Promise<CancelWatch>;
+  /** Tasks newest first, filtered. */
+  list(query: ListQuery): Promise<ListPage>;
+  /** Drops expired tasks from the listing indexes; answers how many. Run by every relay. */
+  sweep(limit: number): Promise<number>;
 
   /**
    * Disarms the outbox entry of a task whose request message is out — only if the task is

@@ -1,9 +1,14 @@
 /**
  * The Lua scripts behind the Redis task store. Each is one atomic transition that answers a
- * code (and, for claim, the record). Time comes from the Redis server (TIME), so leases do
- * not depend on the clocks of the workers.
+ * code (and, for claim and cancel, the record). Time comes from the Redis server (TIME), so
+ * leases do not depend on the clocks of the workers. Every transition appends its event to
+ * the task's history stream in the same step, so the history never disagrees with the record.
  *
- * Keys: KEYS[1] is the task hash, KEYS[2] the outbox sorted set.
+ * Transitions share their KEYS and first ARGVs:
+ *   KEYS[1] task hash, KEYS[2] outbox zset, KEYS[3] events stream, KEYS[4] expiring zset,
+ *   KEYS[5] output string (partial output);
+ *   ARGV[1] history limit (exact stream MAXLEN), ARGV[2] ttl seconds of a finished task, ARGV[3] id;
+ *   their own arguments from ARGV[4].
  */
 const PRELUDE = `
 local function now_ms()
@@ -24,12 +29,28 @@ local function with_record(code)
   table.insert(r, 1, code)
   return r
 end
+-- data is a JSON object text, built by the caller or here with cjson.
+local function add_event(kind, data)
+  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[1], '*', 'type', kind, 'data', data)
+end
+-- A task reached done, failed or cancelled: it leaves the outbox, and it and its history
+-- expire after the ttl; the sweeper drops it from the listing indexes then.
+local function finish(now)
+  local ttl = tonumber(ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+  redis.call('EXPIRE', KEYS[5], ttl)
+  local user = redis.call('HGET', KEYS[1], 'user_id') or ''
+  redis.call('ZADD', KEYS[4], now + ttl * 1000, ARGV[3] .. user)
+end
 `;
 
 export const SCRIPTS = {
   /**
-   * KEYS[3]: idempotency key, or '' for none.
-   * ARGV: publishDueAt, idempotency value (taskId|fingerprint), ttlSeconds, field, value, ...
+   * KEYS[1] task, KEYS[2] outbox, KEYS[3] idempotency key or '', KEYS[4] events,
+   * KEYS[5] index, KEYS[6] user index or ''.
+   * ARGV: historyLimit, publishDueAt, idempotency value (taskId|fingerprint), ttlSeconds, field, value, ...
    */
   create: `${PRELUDE}
 if KEYS[3] ~= '' then
@@ -38,13 +59,17 @@ if KEYS[3] ~= '' then
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 local args = {}
-for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 5, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
-redis.call('ZADD', KEYS[2], ARGV[1], redis.call('HGET', KEYS[1], 'id'))
-if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3]) end
+local f = redis.call('HMGET', KEYS[1], 'id', 'created_at')
+redis.call('ZADD', KEYS[2], ARGV[2], f[1])
+redis.call('ZADD', KEYS[5], f[2], f[1])
+if KEYS[6] ~= '' then redis.call('ZADD', KEYS[6], f[2], f[1]) end
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4]) end
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[1], '*', 'type', 'status', 'data', '{"status":"queued","attempt":0}')
 return {'created'}`,
 
-  /** ARGV: worker, leaseMs, takeoverDelayMs, id */
+  /** ARGV[4..]: worker, leaseMs, takeoverDelayMs */
   claim: `${PRELUDE}
 local now = now_ms()
 local f = redis.call('HMGET', KEYS[1], 'status', 'lease_until', 'retry_at')
@@ -52,77 +77,111 @@ if not f[1] then return {'missing'} end
 if terminal(f[1]) then return with_record('terminal') end
 if f[1] == 'running' and tonumber(f[2]) and tonumber(f[2]) > now then return with_record('busy') end
 if f[1] == 'queued' and tonumber(f[3]) and tonumber(f[3]) > now then return with_record('busy') end
-local lease = now + tonumber(ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'lease_until', lease,
+local lease = now + tonumber(ARGV[5])
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[4], 'lease_until', lease,
   'retry_at', '', 'started_at', now, 'updated_at', now)
-redis.call('ZADD', KEYS[2], lease + tonumber(ARGV[3]), ARGV[4])
+redis.call('ZADD', KEYS[2], lease + tonumber(ARGV[6]), ARGV[3])
+add_event('status', cjson.encode({status = 'running', attempt = attempt, worker = ARGV[4]}))
 return with_record('claimed')`,
 
-  /** ARGV: worker, leaseMs, takeoverDelayMs, id */
+  /** ARGV[4..]: worker, leaseMs, takeoverDelayMs */
   renew: `${PRELUDE}
-local bad = owned(ARGV[1]); if bad then return bad end
-local lease = now_ms() + tonumber(ARGV[2])
+local bad = owned(ARGV[4]); if bad then return bad end
+local lease = now_ms() + tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'lease_until', lease)
-redis.call('ZADD', KEYS[2], lease + tonumber(ARGV[3]), ARGV[4])
+redis.call('ZADD', KEYS[2], lease + tonumber(ARGV[6]), ARGV[3])
 return 'ok'`,
 
-  /** ARGV: worker, percent, message */
+  /** ARGV[4..]: worker, percent, message */
   progress: `${PRELUDE}
-local bad = owned(ARGV[1]); if bad then return bad end
-redis.call('HSET', KEYS[1], 'progress', ARGV[2], 'message', ARGV[3], 'updated_at', now_ms())
+local bad = owned(ARGV[4]); if bad then return bad end
+redis.call('HSET', KEYS[1], 'progress', ARGV[5], 'message', ARGV[6], 'updated_at', now_ms())
+local msg = cjson.null
+if ARGV[6] ~= '' then msg = ARGV[6] end
+add_event('progress', cjson.encode({percent = tonumber(ARGV[5]), message = msg}))
 return 'ok'`,
 
-  /** ARGV: worker, resultJson, ttlSeconds, id */
+  /** ARGV[4..]: worker, type (log|partial), dataJson, chunk (partial only), outputLimitBytes */
+  emit: `${PRELUDE}
+local bad = owned(ARGV[4]); if bad then return bad end
+if ARGV[5] == 'partial' and redis.call('STRLEN', KEYS[5]) + #ARGV[7] <= tonumber(ARGV[8]) then
+  redis.call('APPEND', KEYS[5], ARGV[7])
+end
+add_event(ARGV[5], ARGV[6])
+return 'ok'`,
+
+  /** ARGV[4..]: worker, resultJson */
   complete: `${PRELUDE}
-local bad = owned(ARGV[1]); if bad then return bad end
+local bad = owned(ARGV[4]); if bad then return bad end
 local now = now_ms()
-redis.call('HSET', KEYS[1], 'status', 'done', 'result', ARGV[2], 'progress', 100, 'lease_until', '',
+redis.call('HSET', KEYS[1], 'status', 'done', 'result', ARGV[5], 'progress', 100, 'lease_until', '',
   'finished_at', now, 'updated_at', now)
-redis.call('ZREM', KEYS[2], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+add_event('done', '{"result":' .. ARGV[5] .. '}')
+finish(now)
 return 'ok'`,
 
-  /** ARGV: worker, errorJson, retryAt, id */
+  /** ARGV[4..]: worker, errorJson, retryAt */
   retry: `${PRELUDE}
-local bad = owned(ARGV[1]); if bad then return bad end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[2], 'worker', '', 'lease_until', '',
-  'retry_at', ARGV[3], 'updated_at', now_ms())
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+local bad = owned(ARGV[4]); if bad then return bad end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[5], 'worker', '', 'lease_until', '',
+  'retry_at', ARGV[6], 'updated_at', now_ms())
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[3])
+local attempt = redis.call('HGET', KEYS[1], 'attempt')
+add_event('status', '{"status":"queued","attempt":' .. attempt .. ',"retry_at":' .. ARGV[6] .. ',"error":' .. ARGV[5] .. '}')
 return 'ok'`,
 
-  /** ARGV: worker, errorJson, ttlSeconds, id */
+  /** ARGV[4..]: worker, errorJson */
   fail: `${PRELUDE}
-local bad = owned(ARGV[1]); if bad then return bad end
+local bad = owned(ARGV[4]); if bad then return bad end
 local now = now_ms()
-redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2], 'lease_until', '',
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[5], 'lease_until', '',
   'finished_at', now, 'updated_at', now)
-redis.call('ZREM', KEYS[2], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+add_event('failed', '{"error":' .. ARGV[5] .. '}')
+finish(now)
 return 'ok'`,
 
-  /** ARGV: errorJson, ttlSeconds, id */
+  /** ARGV[4..]: errorJson */
   failQueued: `${PRELUDE}
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return 'missing' end
 if terminal(s) then return 'terminal' end
 if s ~= 'queued' then return 'conflict' end
 local now = now_ms()
-redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[1], 'result_published', 1,
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[4], 'result_published', 1,
   'finished_at', now, 'updated_at', now)
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+add_event('failed', '{"error":' .. ARGV[4] .. '}')
+finish(now)
 return 'ok'`,
+
+  /**
+   * queued or running → cancelled. A running task's worker learns it from the channel
+   * (at once) or from its next lease renewal (at the latest).
+   * ARGV[4..]: reason (or ''), cancel channel
+   */
+  cancel: `${PRELUDE}
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return {'missing'} end
+if terminal(s) then return with_record('terminal') end
+local now = now_ms()
+redis.call('HSET', KEYS[1], 'status', 'cancelled', 'lease_until', '', 'retry_at', '',
+  'finished_at', now, 'updated_at', now)
+local reason = cjson.null
+if ARGV[4] ~= '' then reason = ARGV[4] end
+add_event('cancelled', cjson.encode({reason = reason, was = s}))
+finish(now)
+if s == 'running' then redis.call('PUBLISH', ARGV[5], ARGV[3]) end
+return with_record(s)`,
 
   markPublished: `
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'result_published', 1) end
 return 'ok'`,
 
-  /** ARGV: id, attempt that was published */
+  /** ARGV[4..]: attempt that was published */
   outboxPublished: `${PRELUDE}
 local f = redis.call('HMGET', KEYS[1], 'status', 'attempt')
-if not f[1] or terminal(f[1]) or (f[1] == 'queued' and tonumber(f[2]) == tonumber(ARGV[2])) then
-  redis.call('ZREM', KEYS[2], ARGV[1])
+if not f[1] or terminal(f[1]) or (f[1] == 'queued' and tonumber(f[2]) == tonumber(ARGV[4])) then
+  redis.call('ZREM', KEYS[2], ARGV[3])
 end
 return 'ok'`,
 

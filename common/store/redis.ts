@@ -10,8 +10,20 @@ import { UnavailableError, errorMessage, withTimeout } from '../errors.ts';
 import { makeKeys, type Keys } from '../keys.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
-import type { NewTask, Priority, TaskError, TaskRecord, TaskStatus } from '../task.ts';
-import type { ClaimResult, CreateResult, IdempotencyClaim, TaskStore, TaskStoreOptions, TransitionCode } from './port.ts';
+import { EVENT_TYPES, type HandlerEvent, type NewTask, type Priority, type TaskError, type TaskEvent, type TaskEventType, type TaskRecord, type TaskStatus } from '../task.ts';
+import {
+  LIST_SCAN_BUDGET,
+  type CancelResult,
+  type CancelWatch,
+  type ClaimResult,
+  type CreateResult,
+  type IdempotencyClaim,
+  type ListPage,
+  type ListQuery,
+  type TaskStore,
+  type TaskStoreOptions,
+  type TransitionCode,
+} from './port.ts';
 import { SCRIPTS, type ScriptName } from './redis-scripts.ts';
 
 export interface RedisTaskStoreOptions extends TaskStoreOptions {
@@ -35,7 +47,7 @@ const num = (s: string | undefined): number | null => (s === undefined || s === 
 const parseJson = (s: string | undefined): unknown => (s === undefined || s === '' ? null : JSON.parse(s));
 
 /** Turns a hash (as an object or a flat field/value list) into a record. */
-function toRecord(h: Record<string, string>): TaskRecord {
+function toRecord(h: Record<string, string>, output = ''): TaskRecord {
   return {
     id: h.id ?? '',
     type: h.type ?? '',
@@ -47,6 +59,7 @@ function toRecord(h: Record<string, string>): TaskRecord {
     maxAttempts: num(h.max_attempts) ?? 1,
     progress: num(h.progress) ?? 0,
     message: h.message || null,
+    output,
     result: parseJson(h.result),
     error: parseJson(h.error) as TaskError | null,
     worker: h.worker || null,
@@ -70,6 +83,9 @@ export class RedisTaskStore implements TaskStore {
   private readonly client: RedisClientType;
   private readonly keys: Keys;
   private readonly ttl: string;
+  private readonly historyLimit: string;
+  private readonly outputLimit: string;
+  private readonly opts: RedisTaskStoreOptions;
   private readonly takeoverDelay: string;
   private readonly opTimeoutMs: number;
   private readonly logger: Logger;
@@ -78,7 +94,10 @@ export class RedisTaskStore implements TaskStore {
 
   constructor(opts: RedisTaskStoreOptions) {
     this.keys = makeKeys(opts.keyPrefix ?? 'atq:');
+    this.opts = opts;
     this.ttl = String(opts.resultTtlSeconds ?? 86_400);
+    this.historyLimit = String(opts.historyLimit ?? 1000);
+    this.outputLimit = String(opts.outputLimitBytes ?? 1024 * 1024);
     this.takeoverDelay = String(opts.takeoverDelayMs ?? 1000);
     this.opTimeoutMs = opts.opTimeoutMs ?? 5000;
     this.logger = opts.logger ?? silentLogger;
@@ -142,8 +161,18 @@ export class RedisTaskStore implements TaskStore {
     });
   }
 
+  /** The KEYS and leading ARGVs every transition script shares (see redis-scripts.ts). */
+  private frame(id: string): { keys: string[]; args: string[] } {
+    const k = this.keys;
+    return {
+      keys: [k.task(id), k.outbox(), k.events(id), k.expiring(), k.output(id)],
+      args: [this.historyLimit, this.ttl, id.toLowerCase()],
+    };
+  }
+
   private async transition(name: ScriptName, id: string, args: (string | number)[]): Promise<TransitionCode> {
-    return (await this.script(name, [this.keys.task(id), this.keys.outbox()], args)) as TransitionCode;
+    const f = this.frame(id);
+    return (await this.script(name, f.keys, [...f.args, ...args])) as TransitionCode;
   }
 
   async create(task: NewTask, publishDueAt: number, idem?: IdempotencyClaim): Promise<CreateResult> {
@@ -162,8 +191,9 @@ export class RedisTaskStore implements TaskStore {
       created_at: task.createdAt,
       updated_at: task.createdAt,
     };
-    const keys = [this.keys.task(id), this.keys.outbox(), idem ? this.keys.idempotency(idem.key) : ''];
-    const args = [publishDueAt, idem ? `${id}|${idem.fingerprint}` : '', idem?.ttlSeconds ?? 0, ...Object.entries(fields).flat()];
+    const k = this.keys;
+    const keys = [k.task(id), k.outbox(), idem ? k.idempotency(idem.key) : '', k.events(id), k.index(), task.userId ? k.userIndex(task.userId) : ''];
+    const args = [this.historyLimit, publishDueAt, idem ? `${id}|${idem.fingerprint}` : '', idem?.ttlSeconds ?? 0, ...Object.entries(fields).flat()];
     const [outcome, bound] = (await this.script('create', keys, args)) as [string, string?];
     if (outcome === 'created' || outcome === 'exists') return { outcome };
     const [taskId = '', fingerprint = ''] = (bound ?? '').split('|');
@@ -172,12 +202,14 @@ export class RedisTaskStore implements TaskStore {
 
   async get(id: string): Promise<TaskRecord | null> {
     const key = this.keys.task(id);
-    const h = await this.call('get', () => this.client.hGetAll(key));
-    return Object.keys(h).length === 0 ? null : toRecord(h);
+    const outputKey = this.keys.output(id);
+    const [h, output] = await this.call('get', () => this.client.multi().hGetAll(key).get(outputKey).exec()) as unknown as [Record<string, string>, string | null];
+    return Object.keys(h).length === 0 ? null : toRecord(h, output ?? '');
   }
 
   async claim(id: string, worker: string, leaseMs: number): Promise<ClaimResult> {
-    const reply = (await this.script('claim', [this.keys.task(id), this.keys.outbox()], [worker, leaseMs, this.takeoverDelay, id.toLowerCase()])) as unknown[];
+    const f = this.frame(id);
+    const reply = (await this.script('claim', f.keys, [...f.args, worker, leaseMs, this.takeoverDelay])) as unknown[];
     const [code, ...rest] = reply;
     if (code === 'missing') return { outcome: 'missing' };
     const task = toRecord(pairs(rest));
@@ -186,7 +218,7 @@ export class RedisTaskStore implements TaskStore {
   }
 
   renewLease(id: string, worker: string, leaseMs: number): Promise<TransitionCode> {
-    return this.transition('renew', id, [worker, leaseMs, this.takeoverDelay, id.toLowerCase()]);
+    return this.transition('renew', id, [worker, leaseMs, this.takeoverDelay]);
   }
 
   progress(id: string, worker: string, percent: number, message: string | null): Promise<TransitionCode> {
@@ -194,19 +226,19 @@ export class RedisTaskStore implements TaskStore {
   }
 
   complete(id: string, worker: string, result: unknown): Promise<TransitionCode> {
-    return this.transition('complete', id, [worker, json(result), this.ttl, id.toLowerCase()]);
+    return this.transition('complete', id, [worker, json(result)]);
   }
 
   retryLater(id: string, worker: string, error: TaskError, retryAt: number): Promise<TransitionCode> {
-    return this.transition('retry', id, [worker, json(error), retryAt, id.toLowerCase()]);
+    return this.transition('retry', id, [worker, json(error), retryAt]);
   }
 
   fail(id: string, worker: string, error: TaskError): Promise<TransitionCode> {
-    return this.transition('fail', id, [worker, json(error), this.ttl, id.toLowerCase()]);
+    return this.transition('fail', id, [worker, json(error)]);
   }
 
   failQueued(id: string, error: TaskError): Promise<TransitionCode> {
-    return this.transition('failQueued', id, [json(error), this.ttl, id.toLowerCase()]);
+    return this.transition('failQueued', id, [json(error)]);
   }
 
   async markResultPublished(id: string): Promise<void> {
@@ -214,7 +246,110 @@ export class RedisTaskStore implements TaskStore {
   }
 
   async outboxPublished(id: string, attempt: number): Promise<void> {
-    await this.transition('outboxPublished', id, [id.toLowerCase(), attempt]);
+    await this.transition('outboxPublished', id, [attempt]);
+  }
+
+  emit(id: string, worker: string, event: HandlerEvent): Promise<TransitionCode> {
+    const chunk = event.type === 'partial' ? event.data.chunk : '';
+    return this.transition('emit', id, [worker, event.type, json(event.data), chunk, this.outputLimit]);
+  }
+
+  async events(id: string, after: string | null, limit: number): Promise<TaskEvent[]> {
+    const key = this.keys.events(id);
+    const start = after === null ? '-' : `(${after}`;
+    const entries = await this.call('events', () => this.client.xRange(key, start, '+', { COUNT: limit }));
+    return (entries ?? []).flatMap((e) => {
+      if (!e) return [];
+      const type = e.message.type as TaskEventType;
+      if (!EVENT_TYPES.includes(type)) return [];
+      return [{ id: e.id, type, data: parseJson(e.message.data) as Record<string, unknown> }];
+    });
+  }
+
+  async cancel(id: string, reason: string | null): Promise<CancelResult> {
+    const f = this.frame(id);
+    const reply = (await this.script('cancel', f.keys, [...f.args, reason ?? '', this.keys.cancelChannel()])) as unknown[];
+    const [code, ...rest] = reply;
+    if (code === 'missing') return { outcome: 'missing' };
+    const task = toRecord(pairs(rest));
+    if (code === 'terminal') return { outcome: 'terminal', task };
+    if (code === 'queued' || code === 'running') return { outcome: 'cancelled', was: code, task };
+    throw new Error(`unexpected cancel reply ${String(code)}`);
+  }
+
+  async watchCancellations(onCancel: (id: string) => void): Promise<CancelWatch> {
+    // Subscribing takes a connection of its own; node-redis resubscribes after a reconnect.
+    const sub = this.client.duplicate();
+    sub.on('error', (err: unknown) => this.logger.debug('redis cancel-watch connection error', { err: errorMessage(err) }));
+    await withTimeout(sub.connect(), this.opTimeoutMs, () => new UnavailableError('redis', 'redis did not accept the cancel subscription in time')).catch((err: unknown) => {
+      sub.destroy();
+      throw err;
+    });
+    await sub.subscribe(this.keys.cancelChannel(), (id) => onCancel(id));
+    return {
+      close: async () => {
+        try {
+          await sub.close();
+        } catch {
+          sub.destroy();
+        }
+      },
+    };
+  }
+
+  async list(q: ListQuery): Promise<ListPage> {
+    const indexKey = q.userId !== undefined ? this.keys.userIndex(q.userId) : this.keys.index();
+    const tasks: TaskRecord[] = [];
+    const page = 200;
+    const top = q.after ? String(q.after.createdAt) : '+inf';
+    let offset = 0;
+    let scanned = 0;
+    let last: { createdAt: number; id: string } | null = null;
+    for (;;) {
+      const entries = await this.call('list', () =>
+        this.client.zRangeWithScores(indexKey, top, '-inf', { BY: 'SCORE', REV: true, LIMIT: { offset, count: page } }),
+      );
+      offset += entries.length;
+      // Members of one score come newest-id-first (REV): skip what the cursor already passed.
+      const fresh = entries.filter((e) => !q.after || e.score < q.after.createdAt || e.value < q.after.id);
+      const recs = await Promise.all(fresh.map((e) => this.get(e.value)));
+      const gone: string[] = [];
+      for (const [i, e] of fresh.entries()) {
+        scanned++;
+        last = { createdAt: e.score, id: e.value };
+        const rec = recs[i];
+        if (!rec) {
+          gone.push(e.value);
+          continue;
+        }
+        if ((q.status && rec.status !== q.status) || (q.type && rec.type !== q.type) || (q.userId !== undefined && rec.userId !== q.userId)) continue;
+        tasks.push(rec);
+        if (tasks.length === q.limit) return { tasks, next: last };
+      }
+      // Expired before the sweeper got to them.
+      if (gone.length > 0) await this.call('list', () => this.client.zRem(indexKey, gone));
+      if (entries.length < page) return { tasks, next: null };
+      if (scanned >= LIST_SCAN_BUDGET) return { tasks, next: last };
+    }
+  }
+
+  async sweep(limit: number): Promise<number> {
+    const k = this.keys;
+    const due = await this.call('sweep', () => this.client.zRangeByScore(k.expiring(), '-inf', Date.now(), { LIMIT: { offset: 0, count: limit } }));
+    if (due.length === 0) return 0;
+    await this.call('sweep', () => {
+      const m = this.client.multi();
+      for (const member of due) {
+        // `<36-char task id><user id>`: the id is a UUID, so the split is exact.
+        const id = member.slice(0, 36);
+        const user = member.slice(36);
+        m.zRem(k.index(), id);
+        if (user !== '') m.zRem(k.userIndex(user), id);
+        m.zRem(k.expiring(), member);
+      }
+      return m.exec();
+    });
+    return due.length;
   }
 
   async outboxDue(limit: number, holdMs: number): Promise<string[]> {

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NewTask } from '../task.ts';
-import type { TaskStore, TaskStoreOptions } from './port.ts';
+import type { ListCursor, TaskStore, TaskStoreOptions } from './port.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -210,6 +210,160 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       await store.create(t, Date.now() + 60_000);
       const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.claim(t.id, `w${i}`, 10_000)));
       expect(results.filter((r) => r.outcome === 'claimed')).toHaveLength(1);
+    });
+
+    it('keeps the history of a task: every transition and handler event, in order, resumable after any id', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      await store.claim(t.id, 'w1', 10_000);
+      expect(await store.progress(t.id, 'w1', 60, '[60%] Phase 2')).toBe('ok');
+      expect(await store.emit(t.id, 'w1', { type: 'log', data: { level: 'info', message: 'looked it up', data: { hits: 3 } } })).toBe('ok');
+      expect(await store.emit(t.id, 'w1', { type: 'partial', data: { chunk: 'Hello, ' } })).toBe('ok');
+      expect(await store.emit(t.id, 'w1', { type: 'partial', data: { chunk: '世界' } })).toBe('ok');
+      expect(await store.emit(t.id, 'w2', { type: 'partial', data: { chunk: 'not mine' } })).toBe('not_owner');
+      await store.complete(t.id, 'w1', { answer: 42 });
+      const events = await store.events(t.id, null, 100);
+      expect(events.map((e) => e.type)).toEqual(['status', 'status', 'progress', 'log', 'partial', 'partial', 'done']);
+      expect(events[0]?.data).toMatchObject({ status: 'queued' });
+      expect(events[1]?.data).toMatchObject({ status: 'running', attempt: 1, worker: 'w1' });
+      expect(events[2]?.data).toEqual({ percent: 60, message: '[60%] Phase 2' });
+      expect(events[3]?.data).toEqual({ level: 'info', message: 'looked it up', data: { hits: 3 } });
+      expect(events[6]?.data).toEqual({ result: { answer: 42 } });
+      expect((await store.get(t.id))?.output).toBe('Hello, 世界');
+      // Ids grow, and reading after any id gives exactly the rest.
+      const ids = events.map((e) => e.id);
+      expect(new Set(ids).size).toBe(ids.length);
+      for (let i = 0; i < events.length; i++) {
+        expect((await store.events(t.id, ids[i] ?? '', 100)).map((e) => e.id)).toEqual(ids.slice(i + 1));
+      }
+      expect((await store.events(t.id, null, 2)).map((e) => e.id)).toEqual(ids.slice(0, 2));
+    });
+
+    it('records retries and failures in the history', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      await store.claim(t.id, 'w1', 10_000);
+      await store.retryLater(t.id, 'w1', err, Date.now() + 10);
+      await sleep(20);
+      await store.claim(t.id, 'w2', 10_000);
+      await store.fail(t.id, 'w2', err);
+      const events = await store.events(t.id, null, 100);
+      expect(events.map((e) => [e.type, e.data.status])).toEqual([
+        ['status', 'queued'],
+        ['status', 'running'],
+        ['status', 'queued'],
+        ['status', 'running'],
+        ['failed', undefined],
+      ]);
+      expect(events[2]?.data).toMatchObject({ attempt: 1, error: err });
+      expect(events[4]?.data).toEqual({ error: err });
+    });
+
+    it('bounds the history and the partial output', async () => {
+      const small = await make({ historyLimit: 5, outputLimitBytes: 10 });
+      try {
+        const t = newTask();
+        await small.create(t, Date.now() + 60_000);
+        await small.claim(t.id, 'w1', 10_000);
+        for (let i = 0; i < 8; i++) await small.emit(t.id, 'w1', { type: 'partial', data: { chunk: `ab${i}` } });
+        const events = await small.events(t.id, null, 100);
+        expect(events.map((e) => e.data.chunk)).toEqual(['ab3', 'ab4', 'ab5', 'ab6', 'ab7']);
+        // Chunks that would pass the limit stay out of the output but not out of the history.
+        expect((await small.get(t.id))?.output).toBe('ab0ab1ab2');
+      } finally {
+        await small.close();
+      }
+    });
+
+    it('cancels a queued task: it never runs, and a second cancel is refused', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      const c = await store.cancel(t.id, 'changed my mind');
+      expect(c.outcome).toBe('cancelled');
+      if (c.outcome === 'cancelled') expect(c).toMatchObject({ was: 'queued', task: { status: 'cancelled' } });
+      expect((await store.claim(t.id, 'w1', 1000)).outcome).toBe('terminal');
+      expect((await store.cancel(t.id, null)).outcome).toBe('terminal');
+      expect((await store.events(t.id, null, 10)).at(-1)).toMatchObject({ type: 'cancelled', data: { reason: 'changed my mind' } });
+      expect(await store.outboxDue(1000, 0)).not.toContain(t.id);
+      expect(await store.cancel(randomUUID(), null)).toEqual({ outcome: 'missing' });
+    });
+
+    it('cancels a running task: its watchers hear of it and its worker loses it', async () => {
+      const heard: string[] = [];
+      const watch = await store.watchCancellations((id) => heard.push(id));
+      try {
+        const t = newTask();
+        await store.create(t, Date.now() + 60_000);
+        await store.claim(t.id, 'w1', 10_000);
+        const c = await store.cancel(t.id, null);
+        if (c.outcome !== 'cancelled') throw new Error(`expected cancelled, got ${c.outcome}`);
+        expect(c.was).toBe('running');
+        for (let i = 0; i < 50 && !heard.includes(t.id); i++) await sleep(20);
+        expect(heard).toContain(t.id);
+        expect(await store.renewLease(t.id, 'w1', 10_000)).toBe('terminal');
+        expect(await store.complete(t.id, 'w1', 'late')).toBe('terminal');
+        expect(await store.get(t.id)).toMatchObject({ status: 'cancelled', result: null });
+        const done = newTask();
+        await store.create(done, Date.now() + 60_000);
+        await store.claim(done.id, 'w1', 10_000);
+        await store.complete(done.id, 'w1', 1);
+        expect((await store.cancel(done.id, null)).outcome).toBe('terminal');
+      } finally {
+        await watch.close();
+      }
+    });
+
+    it('lists tasks newest first with filters, and pages through them with a cursor', async () => {
+      const user = `lister-${randomUUID()}`;
+      const base = Date.now() - 100_000;
+      const made: string[] = [];
+      for (let i = 0; i < 7; i++) {
+        const t = newTask({ userId: user, createdAt: base + Math.floor(i / 2), type: i % 3 === 0 ? 'other' : 'agent' });
+        await store.create(t, Date.now() + 60_000);
+        made.push(t.id);
+      }
+      await store.claim(made[6] ?? '', 'w1', 10_000);
+      await store.complete(made[6] ?? '', 'w1', 'ok');
+      // Two per millisecond on purpose: the cursor must not lose or repeat ties.
+      const seen: string[] = [];
+      let after: ListCursor | undefined;
+      for (let pages = 0; pages < 10; pages++) {
+        const page = await store.list({ userId: user, limit: 3, ...(after ? { after } : {}) });
+        expect(page.tasks.length).toBeLessThanOrEqual(3);
+        seen.push(...page.tasks.map((t) => t.id));
+        if (!page.next) break;
+        after = page.next;
+      }
+      expect(seen).toHaveLength(7);
+      expect(new Set(seen)).toEqual(new Set(made));
+      const times = (await Promise.all(seen.map((id) => store.get(id)))).map((r) => r?.createdAt ?? 0);
+      expect([...times].sort((a, b) => b - a)).toEqual(times);
+      expect((await store.list({ userId: user, status: 'done', limit: 10 })).tasks.map((t) => t.id)).toEqual([made[6]]);
+      expect((await store.list({ userId: user, type: 'other', limit: 10 })).tasks.map((t) => t.id).sort()).toEqual([made[0], made[3], made[6]].sort());
+      expect((await store.list({ userId: `nobody-${randomUUID()}`, limit: 10 })).tasks).toEqual([]);
+    });
+
+    it('expires a finished task with its history after the ttl, and the sweeper drops it from the listing', async () => {
+      const short = await make({ resultTtlSeconds: 1 });
+      try {
+        const user = `ttl-${randomUUID()}`;
+        const t = newTask({ userId: user });
+        const open = newTask({ userId: user });
+        await short.create(t, Date.now() + 60_000);
+        await short.create(open, Date.now() + 60_000);
+        await short.claim(t.id, 'w1', 10_000);
+        await short.emit(t.id, 'w1', { type: 'partial', data: { chunk: 'x' } });
+        await short.complete(t.id, 'w1', 'ok');
+        expect((await short.list({ userId: user, limit: 10 })).tasks).toHaveLength(2);
+        await sleep(1200);
+        expect(await short.sweep(1000)).toBeGreaterThanOrEqual(1);
+        expect(await short.get(t.id)).toBeNull();
+        expect(await short.events(t.id, null, 10)).toEqual([]);
+        // The unfinished task never expires.
+        expect((await short.list({ userId: user, limit: 10 })).tasks.map((r) => r.id)).toEqual([open.id]);
+      } finally {
+        await short.close();
+      }
     });
 
     it('pings', async () => {
