@@ -21,7 +21,9 @@ const worker = embedded ? new Worker({ broker, store, registry, logger, options:
 await worker?.start();
 const relay = startRelay({ store, broker, topic: config.topics.request, logger });
 
+const stopping = new AbortController();
 const app = createApp({
+  shutdownSignal: stopping.signal,
   store,
   broker,
   registry,
@@ -33,6 +35,10 @@ const app = createApp({
     relayAfterMs: config.relayAfterMs,
     maxAttempts: config.worker.maxAttempts,
     idempotencyTtlSeconds: config.idempotencyTtlSeconds,
+    resultTopic: config.topics.result,
+    maxWaitSeconds: config.api.maxWaitSeconds,
+    pollMs: config.api.pollMs,
+    keepAliveMs: config.api.keepAliveMs,
   },
 });
 
@@ -50,7 +56,8 @@ const server = serve({ fetch: app.fetch, hostname: config.api.host, port: config
 
 onShutdown(logger, () =>
   closeAll(logger, [
-    ['http server', () => new Promise<void>((resolve) => server.close(() => resolve()))],
+    // Open event streams and waits end first, or the server would wait for them.
+    ['http server', () => (stopping.abort(), new Promise<void>((resolve) => server.close(() => resolve())))],
     ['worker', () => worker?.shutdown()],
     ['relay', () => relay.stop()],
     ['broker', () => broker.close({ graceMs: 1000 })],

@@ -198,7 +198,7 @@ describe('GET /tasks/:id', () => {
     const { app } = setup();
     const put = await app.request('http://localhost/tasks', { method: 'PUT' });
     expect(put.status).toBe(405);
-    expect(put.headers.get('allow')).toBe('POST');
+    expect(put.headers.get('allow')).toBe('GET, POST');
     const none = await app.request('http://localhost/nope');
     expect(none.status).toBe(404);
     expect(((await none.json()) as ErrorJson).error.code).toBe('not_found');

@@ -4,21 +4,27 @@
  */
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { streamSSE } from 'hono/streaming';
+import type { z } from 'zod';
 import type { Broker } from '../common/broker/port.ts';
-import { NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError, errorMessage } from '../common/errors.ts';
+import { NotFoundError, PayloadTooLargeError, TaskFinishedError, UnsupportedMediaTypeError, ValidationError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
+import { resultOutgoing } from '../common/messages.ts';
 import type { TaskRegistry } from '../common/registry.ts';
 import type { TaskStore } from '../common/store/port.ts';
-import { isTaskId, toTaskView, type Priority } from '../common/task.ts';
+import { isEventId, isTaskId, toEventView, toTaskView, type Priority, type TaskRecord } from '../common/task.ts';
 import { renderError, validationError } from './errors.ts';
-import { generalBody, seedBody } from './schemas.ts';
+import { decodeCursor, encodeCursor, generalBody, getQuery, listQuery, postQuery, seedBody } from './schemas.ts';
 import { submitTask } from './submit.ts';
+import { followEvents, pause, waitForEnd } from './watch.ts';
 
 export interface AppDeps {
   store: TaskStore;
   broker: Broker;
   registry: TaskRegistry;
   logger: Logger;
+  /** Aborted when the process stops: event streams and waits end so the server can close. */
+  shutdownSignal?: AbortSignal;
   options: {
     requestTopic: string;
     bodyLimit: number;
@@ -28,14 +34,47 @@ export interface AppDeps {
     maxAttempts: number;
     /** How long an Idempotency-Key names its task. Default 86400. */
     idempotencyTtlSeconds?: number;
+    /** Where the result of a task cancelled while queued is published (a running one's worker publishes it). */
+    resultTopic?: string;
+    /** Longest ?wait= accepted, in seconds. Default 60. */
+    maxWaitSeconds?: number;
+    /** How often waits and event streams look for news in the store. Default 200 ms. */
+    pollMs?: number;
+    /** Keep-alive comment interval of event streams. Default 15 000 ms. */
+    keepAliveMs?: number;
   };
 }
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
+/** Parses query parameters with a schema; a mismatch is a 400 naming the parameter. */
+function query<T>(c: Context, schema: z.ZodType<T>): T {
+  const parsed = schema.safeParse(c.req.query());
+  if (!parsed.success) throw validationError(parsed.error);
+  return parsed.data;
+}
+
+function taskIdParam(c: Context): string {
+  const id = c.req.param('id') ?? '';
+  if (!isTaskId(id)) throw new ValidationError('id: must be a task id (a UUID)', [{ path: 'id', message: 'must be a UUID' }]);
+  return id;
+}
+
 export function createApp(deps: AppDeps): Hono {
   const { store, broker, registry, logger, options } = deps;
+  const maxWait = options.maxWaitSeconds ?? 60;
+  const pollMs = options.pollMs ?? 200;
+  const keepAliveMs = options.keepAliveMs ?? 15_000;
   const app = new Hono();
+  /** The request's signal, joined with the process's shutdown. */
+  const until = (c: Context): AbortSignal => (deps.shutdownSignal ? AbortSignal.any([c.req.raw.signal, deps.shutdownSignal]) : c.req.raw.signal);
+
+  /** A view of the task with its history when asked. */
+  const view = async (task: TaskRecord, history: boolean) => {
+    if (!history) return toTaskView(task);
+    const events = await store.events(task.id, null, 10_000);
+    return { ...toTaskView(task), history: events.map(toEventView) };
+  };
 
   app.onError((err, c) => renderError(c, err, logger));
   app.notFound((c) => renderError(c, new NotFoundError(`no route for ${c.req.method} ${c.req.path}`), logger));
@@ -62,8 +101,11 @@ export function createApp(deps: AppDeps): Hono {
       if (idempotencyKey !== undefined && !/^[\x21-\x7e]{1,255}$/.test(idempotencyKey)) {
         throw new ValidationError('Idempotency-Key: 1 to 255 visible ASCII characters', [{ path: 'Idempotency-Key', message: 'invalid header' }]);
       }
+      const { wait } = query(c, postQuery(maxWait));
       const body = await readJson(c);
-      const req = toSubmitRequest(body, registry, options.maxAttempts);
+      const { asyncMode, ...req } = toSubmitRequest(body, registry, options.maxAttempts);
+      // Seed 000's async_mode=false, or ?wait=N: answer with the result if it comes in time.
+      const waitSeconds = wait ?? (asyncMode === false ? maxWait : 0);
       const submitted = await submitTask(
         {
           store,
@@ -96,8 +138,12 @@ export function createApp(deps: AppDeps): Hono {
       }
       const { task } = submitted;
       const statusUrl = new URL(`/tasks/${task.id}`, c.req.url).toString();
-      logger.info('task accepted', { task_id: task.id, type: task.type, user_id: task.userId });
+      logger.info('task accepted', { task_id: task.id, type: task.type, user_id: task.userId, priority: task.priority });
       c.header('Location', statusUrl);
+      if (waitSeconds > 0) {
+        const finished = await waitForEnd(store, task.id, waitSeconds * 1000, { pollMs, signal: until(c) });
+        if (finished && (finished.status === 'done' || finished.status === 'failed' || finished.status === 'cancelled')) return c.json(toTaskView(finished), 200);
+      }
       return c.json(
         { task_id: task.id, status: 'queued', type: task.type, status_url: statusUrl, created_at: new Date(task.createdAt).toISOString() },
         202,
@@ -105,20 +151,92 @@ export function createApp(deps: AppDeps): Hono {
     },
   );
 
+  app.get('/tasks', async (c) => {
+    const q = query(c, listQuery);
+    const after = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
+    const page = await store.list({
+      limit: q.limit,
+      ...(q.status ? { status: q.status } : {}),
+      ...(q.user_id !== undefined ? { userId: q.user_id } : {}),
+      ...(q.type ? { type: q.type } : {}),
+      ...(after ? { after } : {}),
+    });
+    return c.json({ tasks: page.tasks.map(toTaskView), next_cursor: page.next ? encodeCursor(page.next) : null });
+  });
+
   app.get('/tasks/:id', async (c) => {
-    const id = c.req.param('id');
-    if (!isTaskId(id)) throw new ValidationError('id: must be a task id (a UUID)', [{ path: 'id', message: 'must be a UUID' }]);
-    const task = await store.get(id);
+    const id = taskIdParam(c);
+    const q = query(c, getQuery(maxWait));
+    let task = await store.get(id);
     if (!task) throw new NotFoundError(`no task ${id}`, id);
-    return c.json(toTaskView(task));
+    if (q.wait !== undefined && q.wait > 0) task = (await waitForEnd(store, id, q.wait * 1000, { pollMs, signal: until(c) })) ?? task;
+    return c.json(await view(task, q.history));
+  });
+
+  app.get('/tasks/:id/events', async (c) => {
+    const id = taskIdParam(c);
+    const resume = c.req.header('last-event-id') ?? c.req.query('last_event_id');
+    if (resume !== undefined && !isEventId(resume)) {
+      throw new ValidationError('Last-Event-ID: must be an event id from this stream', [{ path: 'Last-Event-ID', message: 'not an event id' }]);
+    }
+    if (!(await store.get(id))) throw new NotFoundError(`no task ${id}`, id);
+    c.header('X-Accel-Buffering', 'no');
+    return streamSSE(c, async (stream) => {
+      const ac = new AbortController();
+      stream.onAbort(() => ac.abort());
+      const stop = until(c);
+      if (stop.aborted) ac.abort();
+      else stop.addEventListener('abort', () => ac.abort(), { once: true });
+      // Comments keep proxies and load balancers from closing a quiet stream.
+      const keepAlive = (async () => {
+        while (!ac.signal.aborted) {
+          await pause(keepAliveMs, ac.signal);
+          if (!ac.signal.aborted) await stream.write(': keep-alive\n\n').catch(() => ac.abort());
+        }
+      })();
+      try {
+        for await (const e of followEvents(store, id, resume ?? null, { pollMs, signal: ac.signal })) {
+          const v = toEventView(e);
+          await stream.writeSSE({ id: v.id, event: v.event, data: JSON.stringify(v.data) });
+        }
+      } catch (err) {
+        // Redis went away: end the stream; the client reconnects with Last-Event-ID.
+        logger.warn('event stream ended early', { task_id: id, err: errorMessage(err) });
+        await stream.write(`: ${errorMessage(err).replace(/[\r\n]+/g, ' ')}; reconnect with Last-Event-ID\n\n`).catch(() => undefined);
+      } finally {
+        ac.abort();
+        await keepAlive;
+      }
+    });
+  });
+
+  app.delete('/tasks/:id', async (c) => {
+    const id = taskIdParam(c);
+    const reason = c.req.query('reason')?.slice(0, 500) ?? null;
+    const r = await store.cancel(id, reason);
+    if (r.outcome === 'missing') throw new NotFoundError(`no task ${id}`, id);
+    if (r.outcome === 'terminal') throw new TaskFinishedError(id, r.task.status);
+    logger.info('task cancelled', { task_id: id, was: r.was });
+    // A queued task has no worker to publish its end; a running one's worker does it.
+    if (r.was === 'queued' && options.resultTopic) {
+      try {
+        await broker.publish(options.resultTopic, resultOutgoing(r.task));
+        await store.markResultPublished(id);
+      } catch (err) {
+        // The request message is still on its way: the worker that gets it publishes the result.
+        logger.warn('could not publish the result of a cancelled task', { task_id: id, err: errorMessage(err) });
+      }
+    }
+    return c.json(toTaskView(r.task));
   });
 
   const notAllowed = (allow: string) => (c: Context) => {
     c.header('Allow', allow);
     return c.json({ error: { code: 'method_not_allowed', message: `${c.req.method} is not allowed here; use ${allow}` } }, 405);
   };
-  app.all('/tasks', notAllowed('POST'));
-  app.all('/tasks/:id', notAllowed('GET'));
+  app.all('/tasks', notAllowed('GET, POST'));
+  app.all('/tasks/:id', notAllowed('GET, DELETE'));
+  app.all('/tasks/:id/events', notAllowed('GET'));
 
   return app;
 }
@@ -144,10 +262,11 @@ function toSubmitRequest(body: unknown, registry: TaskRegistry, defaultMaxAttemp
   let rawInput: unknown;
   let userId: string | null;
   let priority: Priority = 'normal';
+  let asyncMode: boolean | undefined;
   if (general) {
     const parsed = generalBody.safeParse(body);
     if (!parsed.success) throw validationError(parsed.error);
-    ({ type: typeName, input: rawInput, priority } = parsed.data);
+    ({ type: typeName, input: rawInput, priority, async_mode: asyncMode } = parsed.data);
     userId = parsed.data.user_id ?? null;
   } else {
     const parsed = seedBody.safeParse(body);
@@ -155,6 +274,8 @@ function toSubmitRequest(body: unknown, registry: TaskRegistry, defaultMaxAttemp
     typeName = 'agent';
     rawInput = { content: parsed.data.content };
     userId = parsed.data.user_id;
+    asyncMode = parsed.data.async_mode;
+    priority = parsed.data.priority;
   }
   const type = registry.get(typeName);
   if (!type) {
@@ -165,5 +286,5 @@ function toSubmitRequest(body: unknown, registry: TaskRegistry, defaultMaxAttemp
   const input = type.input.safeParse(rawInput);
   // Seed-form fields sit at the top level, so their paths drop the `input.` prefix.
   if (!input.success) throw validationError(input.error, general ? ['input'] : []);
-  return { type: typeName, input: input.data, userId, priority, maxAttempts: type.maxAttempts ?? defaultMaxAttempts };
+  return { type: typeName, input: input.data, userId, priority, maxAttempts: type.maxAttempts ?? defaultMaxAttempts, asyncMode };
 }

@@ -11,6 +11,7 @@ import {
   IdempotencyKeyReusedError,
   NotFoundError,
   PayloadTooLargeError,
+  TaskFinishedError,
   UnavailableError,
   UnsupportedMediaTypeError,
   ValidationError,
@@ -19,7 +20,7 @@ import {
 import type { Logger } from '../common/logger.ts';
 
 export interface ErrorBody {
-  error: { code: string; message: string; issues?: FieldIssue[]; task_id?: string; dependency?: string };
+  error: { code: string; message: string; issues?: FieldIssue[]; task_id?: string; status?: string; dependency?: string };
 }
 
 /** Seconds a client should wait before retrying after a 503. */
@@ -47,6 +48,7 @@ export function statusOf(err: unknown): ContentfulStatusCode {
   if (err instanceof PayloadTooLargeError) return 413;
   if (err instanceof UnsupportedMediaTypeError) return 415;
   if (err instanceof IdempotencyKeyReusedError) return 422;
+  if (err instanceof TaskFinishedError) return 409;
   if (err instanceof UnavailableError) return 503;
   if (err instanceof HTTPException) return err.status;
   return 500;
@@ -58,6 +60,10 @@ export function errorBody(err: unknown): ErrorBody {
     if (err instanceof ValidationError) body.error.issues = err.issues;
     if ((err instanceof NotFoundError || err instanceof IdempotencyKeyReusedError) && err.taskId) body.error.task_id = err.taskId;
     if (err instanceof UnavailableError) body.error.dependency = err.dependency;
+    if (err instanceof TaskFinishedError) {
+      body.error.task_id = err.taskId;
+      body.error.status = err.status;
+    }
     return body;
   }
   if (err instanceof HTTPException) return { error: { code: `http_${err.status}`, message: err.message || 'request failed' } };

@@ -1,6 +1,8 @@
 /** Request schemas of the HTTP API. */
 import { z } from 'zod';
-import { PRIORITIES } from '../common/task.ts';
+import { ValidationError } from '../common/errors.ts';
+import type { ListCursor } from '../common/store/port.ts';
+import { PRIORITIES, TASK_STATUSES, isTaskId } from '../common/task.ts';
 
 const userId = z.string().min(1, 'must not be empty').max(256, 'at most 256 characters').regex(/^\P{Cc}*$/u, 'must not contain control characters');
 
@@ -8,6 +10,9 @@ const userId = z.string().min(1, 'must not be empty').max(256, 'at most 256 char
 export const seedBody = z.strictObject({
   user_id: userId,
   content: z.string({ error: 'must be a string' }),
+  priority: z.enum(PRIORITIES).default('normal'),
+  /** Seed 000: false answers with the result when it comes within the longest wait. */
+  async_mode: z.boolean({ error: 'must be a boolean' }).optional(),
 });
 
 /** The general form: any registered type with its input. */
@@ -16,7 +21,33 @@ export const generalBody = z.strictObject({
   input: z.unknown().refine((v) => v !== undefined, 'is required'),
   user_id: userId.optional(),
   priority: z.enum(PRIORITIES).default('normal'),
+  async_mode: z.boolean({ error: 'must be a boolean' }).optional(),
 });
+
+const seconds = (max: number) => z.coerce.number({ error: 'must be a number of seconds' }).min(0).max(max, `at most ${max} seconds`);
+const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+
+export const postQuery = (maxWait: number) => z.object({ wait: seconds(maxWait).optional() });
+export const getQuery = (maxWait: number) => z.object({ wait: seconds(maxWait).optional(), history: flag.default(false) });
+
+export const listQuery = z.object({
+  status: z.enum(TASK_STATUSES).optional(),
+  user_id: userId.optional(),
+  type: z.string().regex(/^[a-z][a-z0-9_.-]{0,63}$/, 'must be a task type name').optional(),
+  limit: z.coerce.number({ error: 'must be a number' }).int().min(1).max(100).default(20),
+  cursor: z.string().max(200).optional(),
+});
+
+/** Listing cursors are opaque to clients: base64url of `<created_at ms>.<task id>`. */
+export function encodeCursor(c: ListCursor): string {
+  return Buffer.from(`${c.createdAt}.${c.id}`).toString('base64url');
+}
+
+export function decodeCursor(s: string): ListCursor {
+  const [ms = '', id = ''] = Buffer.from(s, 'base64url').toString('utf8').split('.');
+  if (!/^\d{1,15}$/.test(ms) || !isTaskId(id)) throw new ValidationError('cursor: not a cursor from this API', [{ path: 'cursor', message: 'invalid cursor' }]);
+  return { createdAt: Number(ms), id };
+}
 
 export type SeedBody = z.infer<typeof seedBody>;
 export type GeneralBody = z.infer<typeof generalBody>;

@@ -10,7 +10,7 @@ import type { Broker } from '../common/broker/port.ts';
 import { retrying } from '../common/backoff.ts';
 import { IdempotencyKeyReusedError, UnavailableError, errorMessage, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
-import { requestOutgoing } from '../common/messages.ts';
+import { requestOutgoing, requestTopicFor } from '../common/messages.ts';
 import type { TaskStore } from '../common/store/port.ts';
 import type { NewTask, Priority } from '../common/task.ts';
 
@@ -66,7 +66,7 @@ export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempoten
   if (created.outcome !== 'created') throw new Error(`task id collision: ${task.id}`);
 
   try {
-    await withTimeout(deps.broker.publish(deps.requestTopic, requestOutgoing(task)), deps.publishTimeoutMs, () => new Error(`no ack within ${deps.publishTimeoutMs} ms`));
+    await withTimeout(deps.broker.publish(requestTopicFor(deps.requestTopic, task.priority), requestOutgoing(task)), deps.publishTimeoutMs, () => new Error(`no ack within ${deps.publishTimeoutMs} ms`));
   } catch (err) {
     const error = { code: 'broker_unavailable', message: `the request message could not be published: ${errorMessage(err)}`, retriable: true };
     try {

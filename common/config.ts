@@ -41,6 +41,9 @@ const envSchema = z.object({
   API_BODY_LIMIT: int(1024 * 1024, 1024, 64 * 1024 * 1024),
   API_REQUEST_TIMEOUT_MS: int(5000, 100, 120_000),
   PUBLIC_URL: z.url().optional(),
+  API_MAX_WAIT_SECONDS: int(60, 1, 600),
+  EVENTS_POLL_MS: int(200, 20, 10_000),
+  SSE_KEEPALIVE_MS: int(15_000, 1000, 300_000),
 
   WORKER_CONCURRENCY: int(4, 1, 1000),
   WORKER_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,100}$/).optional(),
@@ -52,6 +55,8 @@ const envSchema = z.object({
   TASK_TIMEOUT_MS: int(15 * 60_000, 100, 86_400_000),
   RELAY_AFTER_MS: int(5000, 100, 3_600_000),
   RESULT_TTL_SECONDS: int(86_400, 1, 365 * 86_400),
+  HISTORY_LIMIT: int(1000, 10, 100_000),
+  OUTPUT_LIMIT_BYTES: int(1024 * 1024, 0, 64 * 1024 * 1024),
   IDEMPOTENCY_TTL_SECONDS: int(86_400, 1, 30 * 86_400),
 
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
@@ -69,7 +74,16 @@ export interface Config {
   group: string;
   rocketmq: { endpoint: string; accessKey: string; secretKey: string; invisibleMs: number };
   kafka: { brokers: string[]; clientId: string; partitions: number; sessionTimeoutMs: number };
-  api: { host: string; port: number; bodyLimit: number; requestTimeoutMs: number; publicUrl: string | undefined };
+  api: {
+    host: string;
+    port: number;
+    bodyLimit: number;
+    requestTimeoutMs: number;
+    publicUrl: string | undefined;
+    maxWaitSeconds: number;
+    pollMs: number;
+    keepAliveMs: number;
+  };
   worker: {
     id: string;
     concurrency: number;
@@ -82,6 +96,8 @@ export interface Config {
   };
   relayAfterMs: number;
   resultTtlSeconds: number;
+  historyLimit: number;
+  outputLimitBytes: number;
   idempotencyTtlSeconds: number;
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'pretty' | 'json' };
 }
@@ -122,6 +138,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       bodyLimit: e.API_BODY_LIMIT,
       requestTimeoutMs: e.API_REQUEST_TIMEOUT_MS,
       publicUrl: e.PUBLIC_URL,
+      maxWaitSeconds: e.API_MAX_WAIT_SECONDS,
+      pollMs: e.EVENTS_POLL_MS,
+      keepAliveMs: e.SSE_KEEPALIVE_MS,
     },
     worker: {
       id: e.WORKER_ID ?? `${hostname()}-${process.pid}`,
@@ -135,6 +154,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     relayAfterMs: e.RELAY_AFTER_MS,
     resultTtlSeconds: e.RESULT_TTL_SECONDS,
+    historyLimit: e.HISTORY_LIMIT,
+    outputLimitBytes: e.OUTPUT_LIMIT_BYTES,
     idempotencyTtlSeconds: e.IDEMPOTENCY_TTL_SECONDS,
     log: { level: e.LOG_LEVEL, format: e.LOG_FORMAT },
   };

@@ -1,6 +1,6 @@
 /** Builds the broker messages for requests and results (the message shapes are in task.ts). */
 import type { OutgoingMessage } from './broker/port.ts';
-import { toRequestMessage, toResultMessage, type TaskRecord } from './task.ts';
+import { PRIORITIES, toRequestMessage, toResultMessage, type Priority, type TaskRecord } from './task.ts';
 
 export function requestOutgoing(task: Pick<TaskRecord, 'id' | 'type' | 'input' | 'userId' | 'priority' | 'createdAt'>): OutgoingMessage {
   return { key: task.id, body: JSON.stringify(toRequestMessage(task)), tag: task.type, headers: { type: task.type } };
@@ -9,3 +9,19 @@ export function requestOutgoing(task: Pick<TaskRecord, 'id' | 'type' | 'input' |
 export function resultOutgoing(task: TaskRecord): OutgoingMessage {
   return { key: task.id, body: JSON.stringify(toResultMessage(task)), tag: task.type, headers: { type: task.type, status: task.status } };
 }
+
+/**
+ * Seed 001's three queues: one request topic per priority, each consumed by its own group.
+ * `normal` keeps the configured names (MQ_TOPIC_REQUEST, MQ_GROUP_AGENT), so a deployment
+ * that never sends priorities sees the seed's topic and group; the others add a suffix
+ * (`-` is valid in RocketMQ and Kafka names alike, `.` is not in RocketMQ's).
+ */
+export function requestTopicFor(base: string, priority: Priority): string {
+  return priority === 'normal' ? base : `${base}-${priority}`;
+}
+
+export function groupFor(base: string, priority: Priority): string {
+  return priority === 'normal' ? base : `${base}-${priority}`;
+}
+
+export const allRequestTopics = (base: string): string[] => PRIORITIES.map((p) => requestTopicFor(base, p));

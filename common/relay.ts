@@ -1,19 +1,21 @@
 /**
  * The outbox relay (see store/port.ts): publishes request messages whose outbox entry is due
  * — a submission whose API died before publishing, a retry whose time has come, a running
- * task whose worker died. Every API and worker process runs one; they never collide on an
- * entry because taking one pushes it back. Duplicates are harmless: the claim is idempotent.
+ * task whose worker died — and sweeps expired tasks out of the listing indexes. Every API
+ * and worker process runs one; they never collide on an entry because taking one pushes it
+ * back. Duplicates are harmless: the claim is idempotent.
  */
 import type { Broker } from './broker/port.ts';
 import { errorMessage } from './errors.ts';
 import type { Logger } from './logger.ts';
 import type { TaskStore } from './store/port.ts';
 import { isTerminal } from './task.ts';
-import { requestOutgoing } from './messages.ts';
+import { requestOutgoing, requestTopicFor } from './messages.ts';
 
 export interface RelayOptions {
   store: TaskStore;
   broker: Broker;
+  /** Base request topic; each task goes to the topic of its priority. */
   topic: string;
   logger: Logger;
   /** Pause between scans. Default 1000 ms. */
@@ -50,7 +52,7 @@ export function startRelay(opts: RelayOptions): Relay {
       const now = Date.now();
       if (task.status === 'running' && (task.leaseUntil ?? 0) > now) continue;
       if (task.status === 'queued' && (task.retryAt ?? 0) > now) continue;
-      await broker.publish(topic, requestOutgoing(task));
+      await broker.publish(requestTopicFor(topic, task.priority), requestOutgoing(task));
       await store.outboxPublished(id, task.attempt);
       published++;
       logger.info(task.status === 'running' ? 'relay: republished a task whose worker stopped' : 'relay: published a queued task', {
@@ -64,6 +66,8 @@ export function startRelay(opts: RelayOptions): Relay {
   const loop = () => {
     if (stopped) return;
     current = runOnce()
+      // The sweeper rides along: expired tasks leave the listing indexes.
+      .then(() => store.sweep(batch * 5))
       .catch((err: unknown) => logger.warn('relay scan failed', { err: errorMessage(err) }))
       .finally(() => {
         if (!stopped) timer = setTimeout(loop, opts.intervalMs ?? 1000);

@@ -8,6 +8,7 @@ import { MemoryBroker } from './broker/memory.ts';
 import type { Config } from './config.ts';
 import { ConfigError, errorMessage } from './errors.ts';
 import { loadConfig } from './config.ts';
+import { allRequestTopics } from './messages.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { MemoryTaskStore } from './store/memory.ts';
 import type { TaskStore } from './store/port.ts';
@@ -28,7 +29,7 @@ export async function createBroker(config: Config, logger: Logger): Promise<Brok
 }
 
 export async function createStore(config: Config, logger: Logger): Promise<TaskStore> {
-  const opts = { resultTtlSeconds: config.resultTtlSeconds };
+  const opts = { resultTtlSeconds: config.resultTtlSeconds, historyLimit: config.historyLimit, outputLimitBytes: config.outputLimitBytes };
   if (config.store === 'memory') return new MemoryTaskStore(opts);
   const store = new RedisTaskStore({ ...config.redis, ...opts, opTimeoutMs: config.api.requestTimeoutMs, logger });
   if (!(await store.connect())) {
@@ -40,7 +41,7 @@ export async function createStore(config: Config, logger: Logger): Promise<TaskS
 /** Creates the topics if the broker is up; otherwise logs and goes on (publishing retries). */
 export async function ensureTopics(broker: Broker, config: Config, logger: Logger): Promise<void> {
   try {
-    await broker.ensureTopics([config.topics.request, config.topics.result, broker.deadLetterTopic(config.group)]);
+    await broker.ensureTopics([...allRequestTopics(config.topics.request), config.topics.result, broker.deadLetterTopic(config.group)]);
   } catch (err) {
     logger.warn('could not check or create the topics yet', { err: errorMessage(err) });
   }

@@ -7,17 +7,20 @@ import type { Broker, Delivery, Subscription } from '../common/broker/port.ts';
 import { backoffMs, retrying } from '../common/backoff.ts';
 import { AppError, NonRetryableError, TaskCancelledError, TaskTimeoutError, UnavailableError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
-import { resultOutgoing } from '../common/messages.ts';
+import { groupFor, requestTopicFor, resultOutgoing } from '../common/messages.ts';
 import type { HandlerContext, TaskRegistry, TaskType } from '../common/registry.ts';
 import type { CancelWatch, TaskStore, TransitionCode } from '../common/store/port.ts';
-import { requestMessageSchema, type HandlerEvent, type TaskError, type TaskRecord } from '../common/task.ts';
+import { PRIORITIES, requestMessageSchema, type HandlerEvent, type Priority, type TaskError, type TaskRecord } from '../common/task.ts';
+import { PriorityGate } from './priority-gate.ts';
 
 export interface WorkerOptions {
   id: string;
+  /** Base request topic: the worker consumes the topic of each priority (requestTopicFor). */
   requestTopic: string;
   resultTopic: string;
+  /** Base consumer group (groupFor gives each priority's group). */
   group: string;
-  /** Tasks this worker runs at once. */
+  /** Tasks this worker runs at once, all priorities together. */
   concurrency: number;
   /** Lease on a running task; renewed every third of it. */
   leaseMs: number;
@@ -49,7 +52,8 @@ const storeRetry = { tries: 5, baseMs: 200, maxMs: 2000, retriable: (e: unknown)
 
 export class Worker {
   private state: WorkerState = 'created';
-  private subscription: Subscription | undefined;
+  private subscriptions: Subscription[] = [];
+  private gate: PriorityGate | undefined;
   private cancelWatch: CancelWatch | undefined;
   /** Running handlers by task id. */
   private readonly controllers = new Map<string, AbortController>();
@@ -63,8 +67,9 @@ export class Worker {
     return this.state;
   }
 
+  /** Deliveries in hand: running, or waiting for a slot. */
   get inFlight(): number {
-    return this.subscription?.inFlight ?? 0;
+    return this.subscriptions.reduce((n, s) => n + s.inFlight, 0);
   }
 
   async start(): Promise<void> {
@@ -79,9 +84,19 @@ export class Worker {
         c.abort(new TaskCancelledError());
       }
     });
-    this.subscription = await broker.subscribe(options.requestTopic, options.group, (d) => this.handle(d).then(() => undefined), {
-      concurrency: options.concurrency,
-    });
+    // One subscription per priority; the gate hands the shared slots to the highest waiting.
+    const gate = (this.gate = new PriorityGate(options.concurrency));
+    const lane = (p: Priority) => async (d: Delivery) => {
+      await gate.acquire(p);
+      try {
+        await this.handle(d);
+      } finally {
+        gate.release();
+      }
+    };
+    this.subscriptions = await Promise.all(
+      PRIORITIES.map((p) => broker.subscribe(requestTopicFor(options.requestTopic, p), groupFor(options.group, p), lane(p), { concurrency: options.concurrency })),
+    );
     logger.info('worker started', { worker: options.id, group: options.group, topic: options.requestTopic, concurrency: options.concurrency });
   }
 
@@ -302,9 +317,11 @@ export class Worker {
       const abortLeft = setTimeout(() => {
         for (const c of this.controllers.values()) c.abort(new Error('worker is shutting down'));
       }, options.shutdownGraceMs);
+      // Deliveries still waiting for a slot go back to the broker at once.
+      this.gate?.close();
       try {
-        // A little extra grace so aborted handlers can unwind before the subscription leaves.
-        await this.subscription?.close({ graceMs: options.shutdownGraceMs + 2000 });
+        // A little extra grace so aborted handlers can unwind before the subscriptions leave.
+        await Promise.all(this.subscriptions.map((s) => s.close({ graceMs: options.shutdownGraceMs + 2000 })));
       } finally {
         clearTimeout(abortLeft);
         await this.cancelWatch?.close().catch(() => undefined);
