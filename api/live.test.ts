@@ -160,6 +160,9 @@ describe('history and events', () => {
     const { messages } = await readEvents(res);
     expect(messages[0]?.event).toBe('status');
     expect(messages.at(-1)?.event).toBe('done');
+    // Resuming after the end gets nothing and is closed.
+    const after = await s.app.request(`http://localhost/tasks/${String(json.task_id)}/events`, { headers: { 'Last-Event-ID': messages.at(-1)?.id ?? '' } });
+    expect((await readEvents(after)).messages).toEqual([]);
     expect((await s.app.request('http://localhost/tasks/00000000-0000-4000-8000-000000000000/events')).status).toBe(404);
     const bad = await s.app.request(`http://localhost/tasks/${String(json.task_id)}/events`, { headers: { 'Last-Event-ID': 'nope' } });
     expect(bad.status).toBe(400);

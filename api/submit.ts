@@ -70,7 +70,7 @@ export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempoten
   } catch (err) {
     const error = { code: 'broker_unavailable', message: `the request message could not be published: ${errorMessage(err)}`, retriable: true };
     try {
-      await retrying(() => deps.store.failQueued(task.id, error), { tries: 3, baseMs: 100, maxMs: 500, retriable: (e) => e instanceof UnavailableError });
+      await retrying(() => deps.store.failQueued(task.id, error, idempotencyKey), { tries: 3, baseMs: 100, maxMs: 500, retriable: (e) => e instanceof UnavailableError });
     } catch (storeErr) {
       // Redis went away too: the outbox entry stays armed and the relay may still run it.
       deps.logger.error('could not mark an unpublished task failed', { task_id: task.id, err: errorMessage(storeErr) });

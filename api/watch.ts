@@ -36,7 +36,9 @@ const EXISTS_CHECK_MS = 5000;
  */
 export async function* followEvents(store: TaskStore, id: string, after: string | null, opts: WatchOptions): AsyncGenerator<TaskEvent> {
   let last = after;
-  let lastCheck = Date.now();
+  // Checked at once, then now and then: a resume after the terminal event gets nothing more,
+  // and a task may expire while someone watches it.
+  let lastCheck = 0;
   while (!opts.signal?.aborted) {
     const batch = await store.events(id, last, PAGE);
     for (const e of batch) {
@@ -47,7 +49,12 @@ export async function* followEvents(store: TaskStore, id: string, after: string 
     if (batch.length === PAGE) continue;
     if (Date.now() - lastCheck > EXISTS_CHECK_MS) {
       lastCheck = Date.now();
-      if (!(await store.get(id))) return;
+      const task = await store.get(id);
+      if (!task || isTerminal(task.status)) {
+        // The end event may have landed between the two reads.
+        for (const e of await store.events(id, last, PAGE)) yield e;
+        return;
+      }
     }
     await pause(opts.pollMs, opts.signal);
   }

@@ -142,7 +142,10 @@ export function toResultMessage(t: TaskRecord): ResultMessage {
 
 /** The public view of an event: its data with the time it happened. */
 export function toEventView(e: TaskEvent) {
-  return { id: e.id, event: e.type, data: { ...e.data, at: iso(eventTime(e.id)) } };
+  const data: Record<string, unknown> = { ...e.data, at: iso(eventTime(e.id)) };
+  // Times are epoch ms in the store and ISO 8601 on the wire, as in the task view.
+  if (typeof data.retry_at === 'number') data.retry_at = iso(data.retry_at);
+  return { id: e.id, event: e.type, data };
 }
 
 /** The public view of a task, as GET /tasks/:id answers it. */

@@ -32,10 +32,12 @@ const NAMESRV_READY = 'The Name Server boot success';
 const PROXY_READY = 'rocketmq-proxy startup successfully';
 
 export const ROCKETMQ_CLUSTER = 'DefaultCluster';
-/** Topics and consumer group that the app uses by default (common/config.ts). */
-/** The product's default topics, and the dead-letter topic of its default group. */
-export const DEFAULT_TOPICS = ['TopicTest', 'TopicResult', '%DLQ%GID_AGENT'];
-export const DEFAULT_GROUPS = ['GID_AGENT'];
+/**
+ * The product's default topics (common/config.ts): the request topic of each priority, the
+ * result topic and the dead-letter topic of the default group; and the group of each priority.
+ */
+export const DEFAULT_TOPICS = ['TopicTest', 'TopicTest-high', 'TopicTest-low', 'TopicResult', '%DLQ%GID_AGENT'];
+export const DEFAULT_GROUPS = ['GID_AGENT', 'GID_AGENT-high', 'GID_AGENT-low'];
 
 const JVM_COMMON = ['-XX:+UseSerialGC', '-Djava.awt.headless=true', '-Djava.net.preferIPv4Stack=true'];
 /**

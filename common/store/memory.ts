@@ -232,7 +232,7 @@ export class MemoryTaskStore implements TaskStore {
     return Promise.resolve('ok');
   }
 
-  failQueued(id: string, error: TaskError): Promise<TransitionCode> {
+  failQueued(id: string, error: TaskError, idempotencyKey?: string): Promise<TransitionCode> {
     this.assertOpen();
     const rec = this.live(id);
     if (!rec) return Promise.resolve('missing');
@@ -242,6 +242,7 @@ export class MemoryTaskStore implements TaskStore {
     Object.assign(rec, { status: 'failed', error, resultPublished: true, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
     this.addEvent(rec.id, 'failed', { error });
     this.finish(rec);
+    if (idempotencyKey !== undefined && this.idempotency.get(idempotencyKey)?.taskId === rec.id) this.idempotency.delete(idempotencyKey);
     return Promise.resolve('ok');
   }
 

@@ -104,8 +104,12 @@ export interface TaskStore {
   retryLater(id: string, worker: string, error: TaskError, retryAt: number): Promise<TransitionCode>;
   /** running → failed. */
   fail(id: string, worker: string, error: TaskError): Promise<TransitionCode>;
-  /** queued → failed, for a submission whose message could not be published: no result is due. */
-  failQueued(id: string, error: TaskError): Promise<TransitionCode>;
+  /**
+   * queued → failed, for a submission whose message could not be published: no result is
+   * due. Releases `idempotencyKey` if it names this task, so the client's retry with the same
+   * key creates a task instead of replaying this dead one.
+   */
+  failQueued(id: string, error: TaskError, idempotencyKey?: string): Promise<TransitionCode>;
   markResultPublished(id: string): Promise<void>;
 
   /** Adds a handler's log line or partial output to a running task's history (owner-checked). */

@@ -141,7 +141,7 @@ add_event('failed', '{"error":' .. ARGV[5] .. '}')
 finish(now)
 return 'ok'`,
 
-  /** ARGV[4..]: errorJson */
+  /** KEYS[6]: idempotency key to release if it names this task, or ''. ARGV[4..]: errorJson */
   failQueued: `${PRELUDE}
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return 'missing' end
@@ -152,6 +152,10 @@ redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[4], 'result_publis
   'finished_at', now, 'updated_at', now)
 add_event('failed', '{"error":' .. ARGV[4] .. '}')
 finish(now)
+if KEYS[6] ~= '' then
+  local bound = redis.call('GET', KEYS[6])
+  if bound and string.sub(bound, 1, 36) == ARGV[3] then redis.call('DEL', KEYS[6]) end
+end
 return 'ok'`,
 
   /**

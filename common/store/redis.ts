@@ -237,8 +237,10 @@ export class RedisTaskStore implements TaskStore {
     return this.transition('fail', id, [worker, json(error)]);
   }
 
-  failQueued(id: string, error: TaskError): Promise<TransitionCode> {
-    return this.transition('failQueued', id, [json(error)]);
+  async failQueued(id: string, error: TaskError, idempotencyKey?: string): Promise<TransitionCode> {
+    const f = this.frame(id);
+    const keys = [...f.keys, idempotencyKey === undefined ? '' : this.keys.idempotency(idempotencyKey)];
+    return (await this.script('failQueued', keys, [...f.args, json(error)])) as TransitionCode;
   }
 
   async markResultPublished(id: string): Promise<void> {

@@ -154,6 +154,18 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       expect(await store.failQueued(running.id, err)).toBe('conflict');
     });
 
+    it('releases the idempotency key of a submission that failed to publish, so a retry creates a task', async () => {
+      const key = `idem-${randomUUID()}`;
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000, { key, fingerprint: 'fp', ttlSeconds: 60 });
+      expect(await store.failQueued(t.id, err, key)).toBe('ok');
+      const retry = newTask();
+      expect(await store.create(retry, Date.now() + 60_000, { key, fingerprint: 'fp', ttlSeconds: 60 })).toEqual({ outcome: 'created' });
+      // A key bound to another task is left alone.
+      expect(await store.failQueued(newTask().id, err, key)).toBe('missing');
+      expect((await store.create(newTask(), Date.now() + 60_000, { key, fingerprint: 'fp', ttlSeconds: 60 })).outcome).toBe('replay');
+    });
+
     it('outbox: a new task is due after its delay, published entries leave, takers hold them', async () => {
       const t = newTask();
       await store.create(t, Date.now() + 150);

@@ -53,7 +53,7 @@ describe.each(['rocketmq'] as const)('chaos on %s', (broker) => {
       RETRY_BASE_MS: '200',
       RETRY_MAX_MS: '1000',
     });
-    if (broker === 'rocketmq') await createRocketTopics([names.request, names.result, names.deadLetter], [names.group]);
+    if (broker === 'rocketmq') await createRocketTopics([...names.requests, names.result, names.deadLetter], [...names.groups]);
     const st = await redisStore({ keyPrefix: prefix });
     store = st;
     const api = await startApi(env);

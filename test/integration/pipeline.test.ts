@@ -113,7 +113,7 @@ describe.each(['kafka', 'rocketmq'] as const)('pipeline on %s', (broker) => {
   let downstream: Downstream;
 
   beforeAll(async () => {
-    if (broker === 'rocketmq') await createRocketTopics([names.request, names.result, names.deadLetter], [names.group, names.downstream, `${names.downstream}-dlq`]);
+    if (broker === 'rocketmq') await createRocketTopics([...names.requests, names.result, names.deadLetter], [...names.groups, names.downstream, `${names.downstream}-dlq`]);
     store = await redisStore({ keyPrefix: prefix });
     // The API creates the Kafka topics; start it first so consumers find them.
     api = await startApi(env);

@@ -2,7 +2,9 @@
 import { randomUUID } from 'node:crypto';
 import { inject } from 'vitest';
 import { KafkaBroker } from '../../common/broker/kafka.ts';
+import { allRequestTopics, groupFor } from '../../common/messages.ts';
 import { RedisTaskStore } from '../../common/store/redis.ts';
+import { PRIORITIES } from '../../common/task.ts';
 import type { TaskStoreOptions } from '../../common/store/port.ts';
 import type { ServiceEnv } from '../setup/services.ts';
 
@@ -13,7 +15,7 @@ export function services(): ServiceEnv {
 export interface IsolatedRun {
   /** Redis key prefix of this run. */
   prefix: string;
-  names: { request: string; result: string; group: string; deadLetter: string };
+  names: { request: string; requests: string[]; result: string; group: string; groups: string[]; deadLetter: string };
   /** Environment for the product's processes: the test services, and names no other test uses. */
   env: Record<string, string>;
 }
@@ -23,7 +25,17 @@ export function isolatedRun(label: string, broker: 'kafka' | 'rocketmq', overrid
   const s = services();
   const run = `${label}-${randomUUID().slice(0, 8)}`;
   const group = `GID-${run}`;
-  const names = { request: `${run}-req`, result: `${run}-res`, group, deadLetter: broker === 'kafka' ? `${group}.DLQ` : `%DLQ%${group}` };
+  const request = `${run}-req`;
+  const names = {
+    request,
+    /** The request topics of the three priorities (normal is `request`). */
+    requests: allRequestTopics(request),
+    result: `${run}-res`,
+    group,
+    /** The worker groups of the three priorities (normal is `group`). */
+    groups: PRIORITIES.map((p) => groupFor(group, p)),
+    deadLetter: broker === 'kafka' ? `${group}.DLQ` : `%DLQ%${group}`,
+  };
   const prefix = `${run}:`;
   const env = {
     BROKER: broker,

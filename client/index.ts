@@ -1,0 +1,522 @@
+/**
+ * The typed client of the task API: submit, read, stream, wait for, cancel and list tasks.
+ * It needs only fetch (Node 20+, browsers, any runtime with web streams); the result-topic
+ * subscriber for downstream services is in results.ts.
+ */
+import { backoffMs } from '../common/backoff.ts';
+import type { Priority, TaskError, TaskStatus } from '../common/task.ts';
+import { parseSse, type SseMessage } from './sse.ts';
+
+export type { Priority, TaskError, TaskStatus };
+
+// --- the wire types -----------------------------------------------------------------------
+
+export interface TaskView {
+  task_id: string;
+  status: TaskStatus;
+  type: string;
+  user_id: string | null;
+  priority: Priority;
+  /** 0-100. */
+  progress: number;
+  message: string | null;
+  /** What the handler streamed as `partial` chunks, concatenated; null when nothing. */
+  output: string | null;
+  /** The handler's result once `done`; null before. */
+  result: unknown;
+  error: TaskError | null;
+  attempts: number;
+  max_attempts: number;
+  /** ISO 8601 times. */
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  updated_at: string;
+  retry_at: string | null;
+  /** Only with `get(id, { history: true })`. */
+  history?: TaskEvent[];
+}
+
+/** The data of each event type; `at` is when it happened (ISO 8601). */
+export interface TaskEventData {
+  status: { status: TaskStatus; attempt: number; at: string; [field: string]: unknown };
+  progress: { percent: number; message: string | null; at: string };
+  log: { level: string; message: string; data?: unknown; at: string };
+  partial: { chunk: string; at: string };
+  done: { result: unknown; at: string };
+  failed: { error: TaskError; at: string };
+  cancelled: { at: string; reason?: string | null };
+}
+export type TaskEventType = keyof TaskEventData;
+
+/** One entry of a task's history: an SSE event of GET /tasks/:id/events, or of `history`. */
+export type TaskEvent = { [E in TaskEventType]: { id: string; event: E; data: TaskEventData[E] } }[TaskEventType];
+
+const EVENT_TYPES: ReadonlySet<string> = new Set<TaskEventType>(['status', 'progress', 'log', 'partial', 'done', 'failed', 'cancelled']);
+const TERMINAL_EVENTS: ReadonlySet<TaskEventType> = new Set<TaskEventType>(['done', 'failed', 'cancelled']);
+const TERMINAL_STATUSES: ReadonlySet<TaskStatus> = new Set<TaskStatus>(['done', 'failed', 'cancelled']);
+
+/** The seed's form (runs the `agent` type) or the general form. */
+export type SubmitRequest = { user_id: string; content: string } | { type: string; input: unknown; user_id?: string; priority?: Priority };
+
+/**
+ * 202: the task is on its way. `status` is `queued`, except when an Idempotency-Key replays an
+ * earlier submission: then it is that task's status now.
+ */
+export interface SubmitAccepted {
+  finished: false;
+  task_id: string;
+  status: TaskStatus;
+  type: string;
+  status_url: string;
+  created_at: string;
+}
+
+/** 200: `waitSeconds` was given and the task finished within it. */
+export interface SubmitFinished {
+  finished: true;
+  task_id: string;
+  task: TaskView;
+}
+
+export type SubmitAnswer = SubmitAccepted | SubmitFinished;
+
+export interface ListFilter {
+  status?: TaskStatus;
+  user_id?: string;
+  type?: string;
+  limit?: number;
+  /** `next_cursor` of the previous page. */
+  cursor?: string;
+}
+
+export interface TaskList {
+  tasks: TaskView[];
+  /** Null on the last page. */
+  next_cursor: string | null;
+}
+
+export interface ApiIssue {
+  /** Dotted path of the offending field, e.g. `input.content`. */
+  path: string;
+  message: string;
+}
+
+// --- errors -------------------------------------------------------------------------------
+
+/** The API answered 4xx or 5xx. Branch on `status` or `code`, never on the message. */
+export class TaskApiError extends Error {
+  override readonly name = 'TaskApiError';
+  readonly issues: ApiIssue[];
+  readonly taskId: string | undefined;
+  /** From `Retry-After` (503), in seconds. */
+  readonly retryAfterSeconds: number | undefined;
+
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    extra: { issues?: ApiIssue[]; taskId?: string; retryAfterSeconds?: number } = {},
+  ) {
+    super(message);
+    this.issues = extra.issues ?? [];
+    this.taskId = extra.taskId;
+    this.retryAfterSeconds = extra.retryAfterSeconds;
+  }
+}
+
+/** wait() gave up: the task was not finished within `timeoutMs`. It may still finish later. */
+export class TaskWaitTimeoutError extends Error {
+  override readonly name = 'TaskWaitTimeoutError';
+
+  constructor(
+    readonly taskId: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`task ${taskId} did not finish within ${timeoutMs} ms`);
+  }
+}
+
+/** The event stream is unusable: not `text/event-stream`, bad event data, or it keeps closing empty. */
+export class TaskStreamError extends Error {
+  override readonly name = 'TaskStreamError';
+
+  constructor(
+    readonly taskId: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+// --- the client ---------------------------------------------------------------------------
+
+export interface TaskClientOptions {
+  /** Where the API is, e.g. `http://localhost:8000`; a path prefix is kept. */
+  baseUrl: string;
+  /** Default: the global fetch. */
+  fetch?: typeof fetch;
+  /** Sent with every request, e.g. `authorization`. */
+  headers?: Record<string, string>;
+  /** How often wait() asks when it cannot stream. Default 1000 ms. */
+  pollIntervalMs?: number;
+  /**
+   * Retries of an idempotent call after a 503 or a network error, waiting `Retry-After`
+   * (at most 5 s) or a backoff. Also bounds reconnects of a stream that closes empty. Default 3.
+   */
+  retries?: number;
+  /**
+   * A stream that sends nothing, not even a keep-alive, for this long is dropped and opened
+   * again. Default 45 000 ms: three missed keep-alives.
+   */
+  streamIdleMs?: number;
+}
+
+const MAX_RETRY_DELAY_MS = 5000;
+/** Long-poll length of wait()'s fallback: short enough for proxies' idle timeouts. */
+const LONG_POLL_SECONDS = 20;
+
+interface Call {
+  method: 'GET' | 'POST' | 'DELETE';
+  path: string;
+  query?: Record<string, string | number | undefined>;
+  body?: unknown;
+  headers?: Record<string, string>;
+  signal?: AbortSignal | undefined;
+  /** Whether the call may be sent again after a 503 or a network error. */
+  retry: boolean;
+}
+
+export class TaskClient {
+  private readonly baseUrl: string;
+  private readonly fetch: typeof fetch;
+  private readonly headers: Record<string, string>;
+  private readonly pollIntervalMs: number;
+  private readonly retries: number;
+  private readonly streamIdleMs: number;
+
+  constructor(opts: TaskClientOptions) {
+    new URL(opts.baseUrl); // throws a TypeError now rather than at the first call
+    this.baseUrl = opts.baseUrl.replace(/\/+$/, '');
+    const f = opts.fetch ?? globalThis.fetch;
+    this.fetch = (input, init) => f(input, init);
+    this.headers = opts.headers ?? {};
+    this.pollIntervalMs = opts.pollIntervalMs ?? 1000;
+    this.retries = opts.retries ?? 3;
+    this.streamIdleMs = opts.streamIdleMs ?? 45_000;
+  }
+
+  /**
+   * POST /tasks. With `waitSeconds` (0-60) the API holds the answer until the task finishes
+   * or the time is up, and answers `{ finished: true, task }` if it finished.
+   */
+  async submit(req: SubmitRequest, opts: { idempotencyKey?: string; waitSeconds?: number; signal?: AbortSignal } = {}): Promise<SubmitAnswer> {
+    const key = opts.idempotencyKey;
+    const res = await this.send({
+      method: 'POST',
+      path: '/tasks',
+      query: { wait: opts.waitSeconds },
+      body: req,
+      headers: key === undefined ? {} : { 'idempotency-key': key },
+      signal: opts.signal,
+      // Without a key a retry could create a second task: the API (or a proxy in front of it,
+      // whose 503 says nothing about what reached the API) may have taken the first request.
+      // With one, the API answers the retry with the task the first request created.
+      retry: key !== undefined,
+    });
+    if (res.status === 200) {
+      const task = (await res.json()) as TaskView;
+      return { finished: true, task_id: task.task_id, task };
+    }
+    return { ...((await res.json()) as Omit<SubmitAccepted, 'finished'>), finished: false };
+  }
+
+  /** GET /tasks/:id; `waitSeconds` (0-60) holds the answer until the task is finished or the time is up. */
+  async get(id: string, opts: { history?: boolean; waitSeconds?: number; signal?: AbortSignal } = {}): Promise<TaskView> {
+    const query = { history: opts.history ? 'true' : undefined, wait: opts.waitSeconds };
+    const res = await this.send({ method: 'GET', path: taskPath(id), query, signal: opts.signal, retry: true });
+    return (await res.json()) as TaskView;
+  }
+
+  /**
+   * DELETE /tasks/:id: the task as cancelled. A task that had already finished answers 409.
+   * Retried like any idempotent call, so if an answer is lost the retry may get that 409 for
+   * a task this very call cancelled.
+   */
+  async cancel(id: string, opts: { signal?: AbortSignal } = {}): Promise<TaskView> {
+    const res = await this.send({ method: 'DELETE', path: taskPath(id), signal: opts.signal, retry: true });
+    return (await res.json()) as TaskView;
+  }
+
+  /** One page of GET /tasks, newest first. */
+  async list(filter: ListFilter = {}, opts: { signal?: AbortSignal } = {}): Promise<TaskList> {
+    const res = await this.send({ method: 'GET', path: '/tasks', query: { ...filter }, signal: opts.signal, retry: true });
+    return (await res.json()) as TaskList;
+  }
+
+  /** Every task that matches, page after page (`limit` is the page size). */
+  async *listAll(filter: ListFilter = {}, opts: { signal?: AbortSignal } = {}): AsyncGenerator<TaskView> {
+    let cursor = filter.cursor;
+    do {
+      const page = await this.list({ ...filter, cursor }, opts);
+      yield* page.tasks;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor !== undefined);
+  }
+
+  /**
+   * The task's events from GET /tasks/:id/events, from the start or after `lastEventId`. A
+   * connection that drops before the terminal event is opened again with `Last-Event-ID`, so
+   * no event is lost or repeated; iteration ends after the terminal event (done, failed or
+   * cancelled).
+   */
+  stream(id: string, opts: { lastEventId?: string; signal?: AbortSignal } = {}): AsyncGenerator<TaskEvent> {
+    return this.events(id, opts.lastEventId, opts.signal, this.retries);
+  }
+
+  /**
+   * Resolves with the task once it is finished (done, failed or cancelled: check `status`).
+   * Follows the event stream; if that is unavailable (no SSE route, a proxy that buffers or
+   * cuts it, network errors) it polls GET /tasks/:id instead. Rejects with a
+   * {@link TaskWaitTimeoutError} after `timeoutMs`, and with the signal's reason on abort.
+   */
+  async wait(id: string, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<TaskView> {
+    const { timeoutMs } = opts;
+    const deadline = new AbortController();
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => deadline.abort(new TaskWaitTimeoutError(id, timeoutMs)), timeoutMs);
+    const signal = opts.signal ? AbortSignal.any([opts.signal, deadline.signal]) : deadline.signal;
+    try {
+      return (await this.waitByStream(id, signal)) ?? (await this.waitByPolling(id, signal));
+    } catch (err) {
+      // A custom fetch may reject an abort with an error of its own: report why we stopped.
+      throw signal.aborted ? signal.reason : err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The finished task, or undefined when streaming did not work out. */
+  private async waitByStream(id: string, signal: AbortSignal): Promise<TaskView | undefined> {
+    try {
+      // No reconnect after a connection that closed or went idle empty: that smells of a
+      // proxy in the way, and polling is the better bet.
+      for await (const event of this.events(id, undefined, signal, 0)) if (TERMINAL_EVENTS.has(event.event)) break;
+    } catch (err) {
+      if (signal.aborted) throw err;
+      return undefined;
+    }
+    const task = await this.get(id, { signal });
+    return TERMINAL_STATUSES.has(task.status) ? task : undefined;
+  }
+
+  private async waitByPolling(id: string, signal: AbortSignal): Promise<TaskView> {
+    for (;;) {
+      const started = Date.now();
+      const task = await this.get(id, { waitSeconds: LONG_POLL_SECONDS, signal });
+      if (TERMINAL_STATUSES.has(task.status)) return task;
+      // A server that answers at once (no long polling) is still asked at most once per interval.
+      await sleep(this.pollIntervalMs - (Date.now() - started), signal);
+    }
+  }
+
+  /** @param maxEmpty connections in a row that may end without an event before giving up */
+  private async *events(id: string, lastEventId: string | undefined, signal: AbortSignal | undefined, maxEmpty: number): AsyncGenerator<TaskEvent> {
+    let lastId = lastEventId;
+    let empty = 0;
+    let retryMs: number | undefined;
+    for (;;) {
+      const conn = new AbortController();
+      const connSignal = signal ? AbortSignal.any([signal, conn.signal]) : conn.signal;
+      // Also runs while waiting for the headers: some proxies hold the whole answer back.
+      let idle: ReturnType<typeof setTimeout> | undefined;
+      const touch = () => {
+        clearTimeout(idle);
+        idle = setTimeout(() => conn.abort(), this.streamIdleMs);
+      };
+      touch();
+      let reading = false;
+      let received = false;
+      try {
+        const res = await this.send({
+          method: 'GET',
+          path: `${taskPath(id)}/events`,
+          headers: { accept: 'text/event-stream', ...(lastId ? { 'last-event-id': lastId } : {}) },
+          signal: connSignal,
+          retry: true,
+        });
+        const type = res.headers.get('content-type') ?? '';
+        if (!res.body || !/^text\/event-stream\b/i.test(type)) {
+          throw new TaskStreamError(id, `GET /tasks/${id}/events answered ${type || 'no content type'}, not text/event-stream`);
+        }
+        const body = res.body.pipeThrough(
+          new TransformStream<Uint8Array, Uint8Array>({
+            transform(chunk, ctl) {
+              touch();
+              ctl.enqueue(chunk);
+            },
+          }),
+        );
+        reading = true;
+        for await (const msg of parseSse(body, connSignal)) {
+          if (msg.retry !== undefined) retryMs = msg.retry;
+          if (msg.id !== undefined) lastId = msg.id || undefined;
+          const event = toTaskEvent(id, msg);
+          if (!event) continue;
+          received = true;
+          yield event;
+          if (TERMINAL_EVENTS.has(event.event)) return;
+        }
+      } catch (err) {
+        if (signal?.aborted) throw signal.reason;
+        // A connection that broke while being read, or went silent, is opened again. Other
+        // errors are final: send() has already retried what it may.
+        if (err instanceof TaskStreamError || !(reading || conn.signal.aborted)) throw err;
+      } finally {
+        clearTimeout(idle);
+        conn.abort();
+      }
+      empty = received ? 0 : empty + 1;
+      if (empty > maxEmpty) throw new TaskStreamError(id, `the event stream of task ${id} ended ${empty} time(s) in a row without an event`);
+      // Never at once, even after a good connection: a server that keeps closing must not spin us.
+      await sleep(retryMs ?? backoffMs(empty + 1, 250, MAX_RETRY_DELAY_MS), signal);
+    }
+  }
+
+  private async send(call: Call): Promise<Response> {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(call.query ?? {})) if (v !== undefined) params.set(k, String(v));
+    const qs = params.toString();
+    const url = `${this.baseUrl}${call.path}${qs ? `?${qs}` : ''}`;
+    const headers = new Headers({ accept: 'application/json' });
+    for (const [k, v] of Object.entries({ ...this.headers, ...call.headers })) headers.set(k, v);
+    let body: string | undefined;
+    if (call.body !== undefined) {
+      headers.set('content-type', 'application/json');
+      body = JSON.stringify(call.body);
+    }
+    for (let attempt = 1; ; attempt++) {
+      const mayRetry = call.retry && attempt <= this.retries;
+      let res: Response;
+      try {
+        res = await this.fetch(url, { method: call.method, headers, body, signal: call.signal });
+      } catch (err) {
+        if (!mayRetry || call.signal?.aborted) throw err;
+        await sleep(backoffMs(attempt, 250, MAX_RETRY_DELAY_MS), call.signal);
+        continue;
+      }
+      if (res.ok) return res;
+      const error = await toApiError(res);
+      if (res.status !== 503 || !mayRetry) throw error;
+      const after = error.retryAfterSeconds;
+      await sleep(after === undefined ? backoffMs(attempt, 250, MAX_RETRY_DELAY_MS) : Math.min(after * 1000, MAX_RETRY_DELAY_MS), call.signal);
+    }
+  }
+}
+
+const taskPath = (id: string): string => `/tasks/${encodeURIComponent(id)}`;
+
+function toTaskEvent(taskId: string, msg: SseMessage): TaskEvent | undefined {
+  // Unknown names (a newer server's, or the default "message") are skipped, not fatal.
+  if (!EVENT_TYPES.has(msg.event)) return undefined;
+  let data: unknown;
+  try {
+    data = JSON.parse(msg.data);
+  } catch {
+    throw new TaskStreamError(taskId, `event ${msg.id ?? '(no id)'} (${msg.event}) of task ${taskId} has data that is not JSON`);
+  }
+  return { id: msg.id ?? '', event: msg.event, data } as TaskEvent;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Seconds, or an HTTP date. */
+function parseRetryAfter(header: string | null): number | undefined {
+  if (header === null) return undefined;
+  if (/^\s*\d+\s*$/.test(header)) return Number(header);
+  const at = Date.parse(header);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - Date.now()) / 1000));
+}
+
+async function toApiError(res: Response): Promise<TaskApiError> {
+  const retryAfterSeconds = parseRetryAfter(res.headers.get('retry-after'));
+  const text = await res.text().catch(() => '');
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  const e = isRecord(body) ? body.error : undefined;
+  if (isRecord(e) && typeof e.code === 'string' && typeof e.message === 'string') {
+    return new TaskApiError(res.status, e.code, e.message, {
+      issues: Array.isArray(e.issues) ? (e.issues as ApiIssue[]) : undefined,
+      taskId: typeof e.task_id === 'string' ? e.task_id : undefined,
+      retryAfterSeconds,
+    });
+  }
+  // Not our API's shape: a proxy's page, most likely.
+  const detail = text.trim().slice(0, 200);
+  return new TaskApiError(res.status, `http_${res.status}`, `HTTP ${res.status}${detail ? `: ${detail}` : ''}`, { retryAfterSeconds });
+}
+
+/** Resolves after `ms`, or rejects with the signal's reason as soon as it aborts. */
+async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted();
+  if (ms > 0) {
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+  signal?.throwIfAborted();
+}
+
+// --- seed 002's agent tools ----------------------------------------------------------------
+
+/**
+ * The tool set of seed 002's async agent over this API, to hand to an agent framework: it
+ * submits tasks, goes on thinking, waits for the ones it needs and collects their results.
+ */
+export function agentTools(client: TaskClient) {
+  return {
+    /** Submits a task and answers its id at once. */
+    submit_task: async (type: string, input: unknown, opts: { user_id?: string; priority?: Priority } = {}): Promise<string> =>
+      (await client.submit({ type, input, ...opts })).task_id,
+
+    /**
+     * Waits until every task is finished, or `maxWaitSeconds` has passed; answers each task's
+     * status then (a task still running after the wait is not an error).
+     */
+    wait_for_tasks: async (ids: string[], maxWaitSeconds?: number): Promise<Record<string, TaskStatus>> => {
+      const timeoutMs = maxWaitSeconds === undefined ? undefined : maxWaitSeconds * 1000;
+      const statusOf = async (id: string): Promise<[string, TaskStatus]> => {
+        try {
+          return [id, (await client.wait(id, { timeoutMs })).status];
+        } catch (err) {
+          if (err instanceof TaskWaitTimeoutError) return [id, (await client.get(id)).status];
+          throw err;
+        }
+      };
+      return Object.fromEntries(await Promise.all(ids.map(statusOf)));
+    },
+
+    /** The results of the tasks among `ids` that are done, by task id; the others are left out. */
+    get_task_results: async (ids: string[]): Promise<Record<string, unknown>> => {
+      const tasks = await Promise.all(ids.map(async (id) => [id, await client.get(id)] as const));
+      return Object.fromEntries(tasks.filter(([, t]) => t.status === 'done').map(([id, t]) => [id, t.result]));
+    },
+
+    /** One task's status, progress and result. */
+    check_task: (id: string): Promise<TaskView> => client.get(id),
+
+    /** One page of tasks, newest first. */
+    list_tasks: (filter?: ListFilter): Promise<TaskList> => client.list(filter),
+  };
+}
+
+export type AgentTools = ReturnType<typeof agentTools>;
