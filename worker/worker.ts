@@ -94,8 +94,12 @@ export class Worker {
         gate.release();
       }
     };
+    // Each lane may hold one delivery more than the slots, so that when a slot frees a
+    // high-priority message is already waiting at the gate, not still being fetched.
     this.subscriptions = await Promise.all(
-      PRIORITIES.map((p) => broker.subscribe(requestTopicFor(options.requestTopic, p), groupFor(options.group, p), lane(p), { concurrency: options.concurrency })),
+      PRIORITIES.map((p) =>
+        broker.subscribe(requestTopicFor(options.requestTopic, p), groupFor(options.group, p), lane(p), { concurrency: options.concurrency + 1 }),
+      ),
     );
     logger.info('worker started', { worker: options.id, group: options.group, topic: options.requestTopic, concurrency: options.concurrency });
   }

@@ -1,5 +1,6 @@
 /** Access to the services the global setup started, for integration tests. */
 import { randomUUID } from 'node:crypto';
+import { createClient } from 'redis';
 import { inject } from 'vitest';
 import { KafkaBroker } from '../../common/broker/kafka.ts';
 import { allRequestTopics, groupFor } from '../../common/messages.ts';
@@ -76,4 +77,18 @@ export async function createRocketTopics(topics: string[], groups: string[]): Pr
   }
   const { createTopics } = await import('../../infra/rocketmq.ts');
   await createTopics(env.ROCKETMQ_NAMESRV, topics, groups);
+}
+
+/** Every key of the test Redis that matches `pattern` (SCAN, so safe on a busy server). */
+export async function redisKeys(pattern: string): Promise<string[]> {
+  const env = services();
+  const client = createClient({ socket: { host: env.REDIS_HOST, port: Number(env.REDIS_PORT) } });
+  await client.connect();
+  try {
+    const keys: string[] = [];
+    for await (const batch of client.scanIterator({ MATCH: pattern, COUNT: 1000 })) keys.push(...batch);
+    return keys;
+  } finally {
+    await client.close();
+  }
 }
