@@ -94,12 +94,8 @@ export const startKafka: ServiceStarter = async (ctx) => {
   }
 
   const logFile = join(dir, 'kafka.log');
-  const pid = spawnDetached(
-    'java',
-    ['-Xmx512m', '-Xms256m', '-XX:+UseSerialGC', '-Djava.awt.headless=true', '-cp', classPath, log4jOpt,
-      'kafka.Kafka', propsFile],
-    { cwd: dir, logFile },
-  );
+  const args = ['-Xmx512m', '-Xms256m', '-XX:+UseSerialGC', '-Djava.awt.headless=true', '-cp', classPath, log4jOpt, 'kafka.Kafka', propsFile];
+  const pid = spawnDetached('java', args, { cwd: dir, logFile });
   try {
     await waitForLogLine(logFile, READY_LINE, pid, 90_000, `kafka on port ${port}`);
   } catch (err) {
@@ -113,5 +109,6 @@ export const startKafka: ServiceStarter = async (ctx) => {
     pids: [pid],
     dir,
     startSeconds: (Date.now() - began) / 1000,
+    relaunch: { cmd: 'java', args, cwd: dir, logFile, ready: 'Kafka Server started' },
   };
 };

@@ -29,12 +29,19 @@ export interface ServiceHandle {
   dir: string;
   /** Seconds from spawn to ready. */
   startSeconds: number;
+  /**
+   * How to start the last process again on the same ports and data, for outage tests
+   * (see restartService). Absent for services that cannot be restarted that way.
+   */
+  relaunch?: { cmd: string; args: string[]; cwd: string; logFile: string; ready: string };
 }
 
 export interface StartContext {
   /** Folder for this run's data and logs; each service makes a subfolder. */
   runDir: string;
   log: (msg: string) => void;
+  /** Keep data across a restart (Redis: append-only file, fsync always). Default false. */
+  persist?: boolean;
 }
 
 export type ServiceStarter = (ctx: StartContext) => Promise<ServiceHandle>;
@@ -140,4 +147,25 @@ export async function stopGroup(pid: number, graceMs = 10_000): Promise<void> {
 
 export async function stopService(handle: Pick<ServiceHandle, 'pids'>): Promise<void> {
   for (const pid of [...handle.pids].reverse()) await stopGroup(pid);
+}
+
+/**
+ * Starts the last process of a stopped service again, on the same ports and data, and waits
+ * until its log says it is ready. Replaces that process's pid in `handle.pids`.
+ */
+export async function restartService(handle: ServiceHandle, timeoutMs = 90_000): Promise<void> {
+  const r = handle.relaunch;
+  if (!r) throw new Error(`${handle.name} cannot be restarted in place`);
+  const before = existsSync(r.logFile) ? readFileSync(r.logFile, 'utf8').length : 0;
+  const pid = spawnDetached(r.cmd, r.args, { cwd: r.cwd, logFile: r.logFile });
+  handle.pids[handle.pids.length - 1] = pid;
+  // Only lines written after the restart count.
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = readFileSync(r.logFile, 'utf8').slice(before);
+    if (text.includes(r.ready)) return;
+    if (!isAlive(pid)) throw new Error(`${handle.name} exited during its restart; log ${r.logFile}:\n${tail(text)}`);
+    if (Date.now() > deadline) throw new Error(`${handle.name} was not ready ${timeoutMs} ms after its restart; log ${r.logFile}:\n${tail(text)}`);
+    await sleep(200);
+  }
 }

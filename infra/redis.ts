@@ -13,11 +13,11 @@ export const startRedis: ServiceStarter = async (ctx) => {
   const port = await freePort();
   const logFile = join(dir, 'redis.log');
   const began = Date.now();
-  const pid = spawnDetached(
-    'redis-server',
-    ['--bind', '127.0.0.1', '--port', String(port), '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no'],
-    { cwd: dir, logFile },
-  );
+  // With persist, every write reaches the append-only file before Redis answers, so a
+  // stop and restart loses nothing (outage tests); otherwise nothing is written to disk.
+  const durability = ctx.persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
+  const args = ['--bind', '127.0.0.1', '--port', String(port), '--dir', dir, '--save', '', ...durability, '--daemonize', 'no'];
+  const pid = spawnDetached('redis-server', args, { cwd: dir, logFile });
   await waitForLogLine(logFile, 'Ready to accept connections', pid, 20_000, `redis-server on port ${port}`);
   ctx.log(`redis ready on 127.0.0.1:${port}`);
   return {
@@ -26,5 +26,6 @@ export const startRedis: ServiceStarter = async (ctx) => {
     pids: [pid],
     dir,
     startSeconds: (Date.now() - began) / 1000,
+    relaunch: { cmd: 'redis-server', args, cwd: dir, logFile, ready: 'Ready to accept connections' },
   };
 };
