@@ -33,7 +33,7 @@ const envSchema = z.object({
     .refine((s) => s.split(',').every((b) => /^[^\s:,]+:\d{1,5}$/.test(b.trim())), 'a comma-separated list of host:port'),
   KAFKA_CLIENT_ID: str('agent-task-queue'),
   KAFKA_PARTITIONS: int(8, 1, 1024),
-  KAFKA_SESSION_TIMEOUT_MS: int(30_000, 6000, 300_000),
+  KAFKA_SESSION_TIMEOUT_MS: int(30_000, 1000, 300_000),
   MQ_INVISIBLE_MS: int(30_000, 10_000, 12 * 3_600_000),
 
   API_HOST: str('0.0.0.0'),

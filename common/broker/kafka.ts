@@ -142,7 +142,7 @@ export class KafkaBroker implements Broker {
     const consumer: Consumer = this.kafka.consumer({
       groupId: group,
       sessionTimeout: this.sessionTimeoutMs,
-      heartbeatInterval: Math.max(500, Math.floor(this.sessionTimeoutMs / 10)),
+      heartbeatInterval: Math.max(200, Math.floor(this.sessionTimeoutMs / 10)),
       rebalanceTimeout: Math.max(60_000, this.sessionTimeoutMs * 2),
       maxWaitTimeInMs: 500,
       allowAutoTopicCreation: false,
