@@ -33,7 +33,7 @@ export interface ServiceHandle {
    * How to start the last process again on the same ports and data, for outage tests
    * (see restartService). Absent for services that cannot be restarted that way.
    */
-  relaunch?: { cmd: string; args: string[]; cwd: string; logFile: string; ready: string };
+  relaunch?: { cmd: string; args: string[]; cwd: string; logFile: string; ready: string; env?: Record<string, string> };
 }
 
 export interface StartContext {
@@ -157,7 +157,7 @@ export async function restartService(handle: ServiceHandle, timeoutMs = 90_000):
   const r = handle.relaunch;
   if (!r) throw new Error(`${handle.name} cannot be restarted in place`);
   const before = existsSync(r.logFile) ? readFileSync(r.logFile, 'utf8').length : 0;
-  const pid = spawnDetached(r.cmd, r.args, { cwd: r.cwd, logFile: r.logFile });
+  const pid = spawnDetached(r.cmd, r.args, { cwd: r.cwd, logFile: r.logFile, ...(r.env ? { env: r.env } : {}) });
   handle.pids[handle.pids.length - 1] = pid;
   // Only lines written after the restart count.
   const deadline = Date.now() + timeoutMs;

@@ -250,12 +250,9 @@ export const startRocketmq: ServiceStarter = async (ctx) => {
     ctx.log(`rocketmq name server ready on ${namesrv}`);
 
     const proxyLog = join(dir, 'proxy.out');
-    const proxyPid = spawnDetached(
-      'java',
-      ['-Xmx512m', '-Xms256m', '-Xss512k', ...JVM_COMMON, `-Duser.home=${home}`, '-cp', classPath,
-        'org.apache.rocketmq.proxy.ProxyStartup', '-pm', 'local', '-n', namesrv, '-bc', brokerConf, '-pc', proxyConf],
-      { cwd: dir, logFile: proxyLog, env },
-    );
+    const proxyArgs = ['-Xmx512m', '-Xms256m', '-Xss512k', ...JVM_COMMON, `-Duser.home=${home}`, '-cp', classPath,
+      'org.apache.rocketmq.proxy.ProxyStartup', '-pm', 'local', '-n', namesrv, '-bc', brokerConf, '-pc', proxyConf];
+    const proxyPid = spawnDetached('java', proxyArgs, { cwd: dir, logFile: proxyLog, env });
     pids.push(proxyPid);
     await waitForLogLine(proxyLog, PROXY_READY, proxyPid, 120_000, `rocketmq broker+proxy (gRPC port ${grpcPort})`);
     ctx.log(`rocketmq proxy ready on 127.0.0.1:${grpcPort}`);
@@ -266,6 +263,8 @@ export const startRocketmq: ServiceStarter = async (ctx) => {
       pids,
       dir,
       startSeconds: 0,
+      // The broker+proxy JVM (the name server stays up): its store keeps topics and messages.
+      relaunch: { cmd: 'java', args: proxyArgs, cwd: dir, logFile: proxyLog, ready: PROXY_READY, env },
     };
     await createTopics(handle, DEFAULT_TOPICS, DEFAULT_GROUPS, { log: ctx.log });
     ctx.log(`rocketmq topics ${DEFAULT_TOPICS.join(', ')} and group ${DEFAULT_GROUPS.join(', ')} created`);

@@ -37,13 +37,26 @@ export interface RocketMqBrokerOptions {
   logger?: Logger;
 }
 
-/** Adapts our logger to the client's printf-style ILogger; its info lines become debug. */
+/**
+ * Adapts our logger to the client's printf-style ILogger; its info lines become debug. While
+ * the proxy is down each client logs the same error every second: one line per kind of
+ * error every 10 s is enough.
+ */
 function clientLogger(log: Logger): ILogger {
+  const lastSeen = new Map<string, number>();
+  const warnRarely = (line: string) => {
+    const kind = line.replace(/clientId=\S+|endpoints=\S+|\d+/g, '').slice(0, 80);
+    const now = Date.now();
+    if (now - (lastSeen.get(kind) ?? 0) < 10_000) return;
+    if (lastSeen.size > 100) lastSeen.clear();
+    lastSeen.set(kind, now);
+    log.warn(line);
+  };
   return {
     info: (...a: unknown[]) => log.debug(format(...a)),
     debug: (...a: unknown[]) => log.debug(format(...a)),
     warn: (...a: unknown[]) => log.debug(format(...a)),
-    error: (...a: unknown[]) => log.warn(format(...a)),
+    error: (...a: unknown[]) => warnRarely(format(...a)),
   };
 }
 
@@ -237,12 +250,14 @@ export class RocketMqBroker implements Broker {
   }
 
   async ping(): Promise<void> {
-    await withTimeout(this.ensureTopicsReachable(), this.opts.requestTimeoutMs, () => new UnavailableError('broker', `rocketmq did not answer within ${this.opts.requestTimeoutMs} ms`));
+    await withTimeout(this.routesAnswer(), this.opts.requestTimeoutMs, () => new UnavailableError('broker', `rocketmq did not answer within ${this.opts.requestTimeoutMs} ms`));
   }
 
-  private async ensureTopicsReachable(): Promise<void> {
+  /** A round trip to the proxy: the routes of the topics in use, asked again (not from the cache). */
+  private async routesAnswer(): Promise<void> {
     try {
-      await this.getProducer();
+      const producer = await this.getProducer();
+      await (producer as unknown as { updateRoutes(): Promise<void> }).updateRoutes();
     } catch (err) {
       if (err instanceof UnavailableError) throw err;
       throw new UnavailableError('broker', `rocketmq is unreachable: ${errorMessage(err)}`, { cause: err });

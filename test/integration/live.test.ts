@@ -173,22 +173,34 @@ describe.each(['kafka', 'rocketmq'] as const)('live tasks on %s', (broker) => {
 
 describe('retention', () => {
   it('leaves no key of a finished task in Redis once its TTL has passed', async () => {
-    const { prefix, env } = isolatedRun('ttl', 'kafka', { RESULT_TTL_SECONDS: '2', WORKER_CONCURRENCY: '8', KAFKA_SESSION_TIMEOUT_MS: '6000' });
+    const { prefix, env } = isolatedRun('ttl', 'kafka', { RESULT_TTL_SECONDS: '3', WORKER_CONCURRENCY: '8', KAFKA_SESSION_TIMEOUT_MS: '6000' });
     try {
       const api = await startApi(env);
       const w = startEntry('ttl-worker', 'run-worker.ts', { ...env, WORKER_ID: 'ttl-worker' });
       await w.waitForLine(/worker started/);
       const client = new TaskClient({ baseUrl: api.url });
       const ids = await Promise.all(Array.from({ length: 100 }, (_, i) => client.submit({ user_id: `u${i % 5}`, content: `ttl ${i}` }).then((s) => s.task_id)));
-      await waitFor('all done', async () => (await Promise.all(ids.map((id) => client.get(id)))).every((t) => t.status === 'done'), { timeoutMs: 60_000, intervalMs: 500 });
+      // Only a finished task expires, so a 404 here means it finished and its TTL passed.
+      const seen = new Map<string, string>();
+      let busy: string[] = [];
       const keys = () => redisKeys(`${prefix}*`);
-      const busy = await keys();
+      await waitFor(
+        'all finished',
+        async () => {
+          busy = busy.length > 0 ? busy : await keys();
+          const states = await Promise.all(ids.map((id) => fetch(`${api.url}/tasks/${id}`).then(async (r) => (r.status === 404 ? 'expired' : ((await r.json()) as { status: string }).status))));
+          states.forEach((st, i) => seen.set(ids[i] ?? '', st === 'expired' ? (seen.get(ids[i] ?? '') ?? 'expired') : st));
+          return states.every((st) => st === 'done' || st === 'expired');
+        },
+        { timeoutMs: 60_000, intervalMs: 300 },
+      );
+      expect([...seen.values()].filter((st) => st !== 'done' && st !== 'expired')).toEqual([]);
       expect(busy.length).toBeGreaterThan(100);
       // The hashes, histories and outputs expire; the relays' sweeper empties the indexes.
       await waitFor('redis to hold nothing of the run', async () => (await keys()).length === 0, { timeoutMs: 15_000, intervalMs: 500 });
       const list = await client.list({ limit: 100 });
       expect(list.tasks).toEqual([]);
-      process.stderr.write(`[retention] ${ids.length} tasks: ${busy.length} keys while live, 0 after the 2 s TTL\n`);
+      process.stderr.write(`[retention] ${ids.length} tasks: ${busy.length} keys while live, 0 after the 3 s TTL\n`);
     } finally {
       await killAll();
     }

@@ -1,23 +1,30 @@
 /**
- * Outages under load: Redis, then Kafka, is stopped and started again (same port, same data)
+ * Outages under load: Redis, then the broker (Kafka; RocketMQ's broker+proxy), is stopped and started again (same port, same data)
  * while clients keep posting. While a dependency is down the API answers 503 with
  * Retry-After — never a 500, never a hang past its request timeout — and /readyz says so;
  * the API and the workers reconnect on their own; afterwards every accepted task completes.
  *
- * The test starts a Redis and a Kafka of its own (the shared ones must not go down under
+ * The test starts a Redis and a broker of its own (the shared ones must not go down under
  * the other tests), with Redis persisting every write so a restart loses nothing.
  */
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CACHE_DIR, ensureDir, restartService, stopService, type ServiceHandle } from '../../infra/lib.ts';
+import { CACHE_DIR, ensureDir, restartService, stopGroup, stopService, type ServiceHandle } from '../../infra/lib.ts';
 import { startKafka } from '../../infra/kafka.ts';
 import { startRedis } from '../../infra/redis.ts';
+import { startRocketmq } from '../../infra/rocketmq.ts';
 import { RedisTaskStore } from '../../common/store/redis.ts';
 import { killAll, startApi, startEntry, type Child } from '../support/processes.ts';
 import { sleep, waitFor } from '../support/wait.ts';
 
 const REQUEST_TIMEOUT_MS = 2000;
+
+/** Stops the last process of a service (RocketMQ: the broker+proxy, not the name server). */
+async function stopGroupOf(h: ServiceHandle): Promise<void> {
+  const pid = h.pids.at(-1);
+  if (pid !== undefined) await stopGroup(pid);
+}
 
 interface Answer {
   status: number;
@@ -27,7 +34,7 @@ interface Answer {
   code?: string;
 }
 
-describe('outages of Redis and Kafka under load', () => {
+describe.each(['kafka', 'rocketmq'] as const)('outages of Redis and %s under load', (brokerKind) => {
   const handles: ServiceHandle[] = [];
   let store: RedisTaskStore | undefined;
   let api: { child: Child; url: string } | undefined;
@@ -42,17 +49,19 @@ describe('outages of Redis and Kafka under load', () => {
     for (const h of handles.reverse()) await stopService(h);
   });
 
-  it('answers 503 with Retry-After while Redis or Kafka is down, recovers by itself, and completes every accepted task', { timeout: 300_000 }, async () => {
+  it('answers 503 with Retry-After while Redis or the broker is down, recovers by itself, and completes every accepted task', { timeout: 300_000 }, async () => {
     const runDir = mkdtempSync(join(ensureDir(join(CACHE_DIR, 'test-runs')), 'outage-'));
-    const log = (m: string) => process.stderr.write(`[outage] ${m}\n`);
+    const log = (m: string) => process.stderr.write(`[outage ${brokerKind}] ${m}\n`);
     const redis = await startRedis({ runDir, log, persist: true });
     handles.push(redis);
-    const kafka = await startKafka({ runDir, log });
-    handles.push(kafka);
+    // The broker's own default topics and groups (RocketMQ's are created by its launcher).
+    const mq = brokerKind === 'kafka' ? await startKafka({ runDir, log }) : await startRocketmq({ runDir, log });
+    handles.push(mq);
     const env = {
-      BROKER: 'kafka',
+      BROKER: brokerKind,
       ...redis.env,
-      ...kafka.env,
+      ...mq.env,
+      MQ_INVISIBLE_MS: '10000',
       API_REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS),
       KAFKA_SESSION_TIMEOUT_MS: '6000',
       LEASE_MS: '4000',
@@ -122,16 +131,17 @@ describe('outages of Redis and Kafka under load', () => {
     await waitFor('readyz after redis', async () => (await readyz()) === 200, { timeoutMs: 20_000, intervalMs: 250 });
     await sleep(2000);
 
-    phase = 'kafka down';
-    await stopService(kafka);
-    log('kafka stopped');
+    phase = 'broker down';
+    // RocketMQ: the broker+proxy JVM goes; the name server stays.
+    await stopGroupOf(mq);
+    log('broker stopped');
     await sleep(1500);
     expect(await readyz()).toBe(503);
     await sleep(3000);
-    await restartService(kafka);
-    log('kafka restarted');
-    phase = 'kafka back';
-    await waitFor('readyz after kafka', async () => (await readyz()) === 200, { timeoutMs: 30_000, intervalMs: 250 });
+    await restartService(mq);
+    log('broker restarted');
+    phase = 'broker back';
+    await waitFor('readyz after the broker', async () => (await readyz()) === 200, { timeoutMs: 60_000, intervalMs: 250 });
     await sleep(3000);
     stop = true;
     await load;
@@ -149,9 +159,9 @@ describe('outages of Redis and Kafka under load', () => {
       if (a.status === 503) expect(a.retryAfter, JSON.stringify(a)).toMatch(/^\d+$/);
       expect(a.ms, JSON.stringify(a)).toBeLessThan(2 * REQUEST_TIMEOUT_MS + 3000);
     }
-    const during = [...(byPhase.get('redis down') ?? []), ...(byPhase.get('kafka down') ?? [])];
+    const during = [...(byPhase.get('redis down') ?? []), ...(byPhase.get('broker down') ?? [])];
     expect(during.filter((a) => a.status === 503).length).toBeGreaterThan(0);
-    expect((byPhase.get('kafka back') ?? []).filter((a) => a.status === 202).length).toBeGreaterThan(0);
+    expect((byPhase.get('broker back') ?? []).filter((a) => a.status === 202).length).toBeGreaterThan(0);
 
     // Every accepted task completes; the workers were never restarted.
     const accepted = answers.flatMap((a) => (a.status === 202 && a.taskId ? [a.taskId] : []));
