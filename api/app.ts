@@ -7,7 +7,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { streamSSE } from 'hono/streaming';
 import type { z } from 'zod';
 import type { Broker } from '../common/broker/port.ts';
-import { NotFoundError, PayloadTooLargeError, TaskFinishedError, UnsupportedMediaTypeError, ValidationError, errorMessage } from '../common/errors.ts';
+import { NotFoundError, PayloadTooLargeError, TaskFinishedError, UnsupportedMediaTypeError, ValidationError, errorMessage, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { resultOutgoing } from '../common/messages.ts';
 import type { TaskRegistry } from '../common/registry.ts';
@@ -220,10 +220,12 @@ export function createApp(deps: AppDeps): Hono {
     // A queued task has no worker to publish its end; a running one's worker does it.
     if (r.was === 'queued' && options.resultTopic) {
       try {
-        await broker.publish(options.resultTopic, resultOutgoing(r.task));
+        const topic = options.resultTopic;
+        await withTimeout(broker.publish(topic, resultOutgoing(r.task)), options.requestTimeoutMs, () => new Error(`no ack within ${options.requestTimeoutMs} ms`));
         await store.markResultPublished(id);
       } catch (err) {
-        // The request message is still on its way: the worker that gets it publishes the result.
+        // If its request message is still on its way, the worker that gets it publishes the
+        // result (claim finds the task ended, result not published); otherwise it is not sent.
         logger.warn('could not publish the result of a cancelled task', { task_id: id, err: errorMessage(err) });
       }
     }

@@ -281,19 +281,23 @@ export class RedisTaskStore implements TaskStore {
 
   async watchCancellations(onCancel: (id: string) => void): Promise<CancelWatch> {
     // Subscribing takes a connection of its own; node-redis resubscribes after a reconnect.
+    // A worker may start while Redis is down: then this keeps connecting in the background,
+    // and until it is up a cancel reaches a running task at its next lease renewal.
     const sub = this.client.duplicate();
     sub.on('error', (err: unknown) => this.logger.debug('redis cancel-watch connection error', { err: errorMessage(err) }));
-    await withTimeout(sub.connect(), this.opTimeoutMs, () => new UnavailableError('redis', 'redis did not accept the cancel subscription in time')).catch((err: unknown) => {
-      sub.destroy();
-      throw err;
-    });
-    await sub.subscribe(this.keys.cancelChannel(), (id) => onCancel(id));
+    const ready = (async () => {
+      await sub.connect();
+      await sub.subscribe(this.keys.cancelChannel(), (id) => onCancel(id));
+    })();
+    ready.catch((err: unknown) => this.logger.warn('could not watch cancellations', { err: errorMessage(err) }));
+    await Promise.race([ready.catch(() => undefined), new Promise((r) => setTimeout(r, this.opTimeoutMs).unref())]);
     return {
       close: async () => {
         try {
-          await sub.close();
+          if (sub.isReady) await sub.close();
+          else sub.destroy();
         } catch {
-          sub.destroy();
+          // Already closed, or never opened.
         }
       },
     };
