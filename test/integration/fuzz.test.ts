@@ -67,7 +67,16 @@ function generator(rand: () => number) {
     () => ({ kind: 'wrong content type', method: 'POST', path: '/tasks', headers: { 'content-type': pick(['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/jsonx']) }, body: JSON.stringify(valid()) }),
     () => ({ kind: 'no content type', method: 'POST', path: '/tasks', headers: {}, body: JSON.stringify(valid()) }),
     () => ({ kind: 'invalid id', method: 'GET', path: `/tasks/${encodeURIComponent(pick([junk(1 + int(40)), 'abc', '0', randomUUID().slice(0, 35), `${randomUUID()}x`, '%00', '..']))}`, headers: {} }),
-    () => ({ kind: 'wrong method', method: pick(['PUT', 'PATCH', 'DELETE']), path: pick(['/tasks', `/tasks/${randomUUID()}`]), headers: json, body: JSON.stringify(valid()) }),
+    () => ({ kind: 'wrong method', method: pick(['PUT', 'PATCH']), path: pick(['/tasks', `/tasks/${randomUUID()}`, `/tasks/${randomUUID()}/events`]), headers: json, body: JSON.stringify(valid()) }),
+    () => ({ kind: 'bad list query', method: 'GET', path: `/tasks?${pick(['limit=0', 'limit=abc', 'limit=1000', 'status=finished', 'cursor=zzzz', `cursor=${encodeURIComponent(junk(8))}`, 'user_id=', 'type=AGENT'])}`, headers: {} }),
+    () => {
+      const wait = pick(['-1', 'abc', '100000', 'NaN', '1e9']);
+      return rand() < 0.5
+        ? { kind: 'bad wait', method: 'POST', path: `/tasks?wait=${wait}`, headers: json, body: JSON.stringify(valid()) }
+        : { kind: 'bad wait', method: 'GET', path: `/tasks/${randomUUID()}?wait=${wait}`, headers: {} };
+    },
+    () => ({ kind: 'bad Last-Event-ID', method: 'GET', path: `/tasks/${randomUUID()}/events`, headers: { 'last-event-id': pick(['x', '1', '-1-1', '1-2-3', '99999999999999999-0', 'abc-def']) } }),
+    () => ({ kind: 'cancel unknown or invalid', method: 'DELETE', path: `/tasks/${pick([randomUUID(), 'abc', encodeURIComponent(junk(10))])}`, headers: {} }),
     () => ({ kind: 'unknown route', method: pick(['GET', 'POST']), path: pick(['/', '/task', '/tasks/a/b', `/${junk(3)}`]), headers: json, body: undefined }),
   ];
   return () => pick(kinds)();
