@@ -63,12 +63,25 @@ export function startRelay(opts: RelayOptions): Relay {
     return published;
   }
 
+  // While Redis or the broker is down every scan fails: say so once, then every 30 s.
+  let failingSince = 0;
+  let lastWarn = 0;
   const loop = () => {
     if (stopped) return;
     current = runOnce()
       // The sweeper rides along: expired tasks leave the listing indexes.
       .then(() => store.sweep(batch * 5))
-      .catch((err: unknown) => logger.warn('relay scan failed', { err: errorMessage(err) }))
+      .then(() => {
+        if (failingSince) logger.info('relay scans work again', { failed_for_ms: Date.now() - failingSince });
+        failingSince = 0;
+      })
+      .catch((err: unknown) => {
+        const now = Date.now();
+        failingSince ||= now;
+        if (now - lastWarn < 30_000) return;
+        lastWarn = now;
+        logger.warn('relay scan failed; retrying every second', { err: errorMessage(err), failing_for_ms: now - failingSince });
+      })
       .finally(() => {
         if (!stopped) timer = setTimeout(loop, opts.intervalMs ?? 1000);
       });
