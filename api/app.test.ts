@@ -6,6 +6,7 @@ import { silentLogger } from '../common/logger.ts';
 import { MemoryTaskStore } from '../common/store/memory.ts';
 import type { TaskStore } from '../common/store/port.ts';
 import { defaultRegistry } from '../worker/task-types.ts';
+import { waitFor } from '../test/support/wait.ts';
 import { createApp } from './app.ts';
 
 const TOPIC = 'requests';
@@ -127,6 +128,27 @@ describe('POST /tasks', () => {
     const rec = await store.get(created);
     expect(rec).toMatchObject({ status: 'failed', error: { code: 'broker_unavailable' } });
     expect((await store.claim(created, 'w', 1000)).outcome).toBe('terminal');
+  });
+
+  it('when Redis fails too, keeps trying to mark the unpublished task failed after the 503', async () => {
+    const store = new MemoryTaskStore();
+    const broker = new MemoryBroker();
+    let created = '';
+    const create = store.create.bind(store);
+    store.create = (t, due) => {
+      created = t.id;
+      return create(t, due);
+    };
+    const failQueued = store.failQueued.bind(store);
+    let calls = 0;
+    store.failQueued = (...args) => (++calls <= 4 ? Promise.reject(new UnavailableError('redis', 'down')) : failQueued(...args));
+    broker.publish = () => Promise.reject(new Error('broker down'));
+    const { post } = setup({ store, broker });
+    const res = await post(JSON.stringify({ user_id: 'u', content: 'x' }));
+    expect(res.status).toBe(503);
+    expect((await store.get(created))?.status).toBe('queued');
+    await waitFor('the task marked failed in the background', async () => (await store.get(created))?.status === 'failed', { timeoutMs: 5000 });
+    expect(calls).toBe(5);
   });
 });
 

@@ -12,7 +12,7 @@ import { IdempotencyKeyReusedError, UnavailableError, errorMessage, withTimeout 
 import type { Logger } from '../common/logger.ts';
 import { requestOutgoing, requestTopicFor } from '../common/messages.ts';
 import type { TaskStore } from '../common/store/port.ts';
-import type { NewTask, Priority } from '../common/task.ts';
+import type { NewTask, Priority, TaskError } from '../common/task.ts';
 
 export interface SubmitDeps {
   store: TaskStore;
@@ -72,8 +72,12 @@ export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempoten
     try {
       await retrying(() => deps.store.failQueued(task.id, error, idempotencyKey), { tries: 3, baseMs: 100, maxMs: 500, retriable: (e) => e instanceof UnavailableError });
     } catch (storeErr) {
-      // Redis went away too: the outbox entry stays armed and the relay may still run it.
-      deps.logger.error('could not mark an unpublished task failed', { task_id: task.id, err: errorMessage(storeErr) });
+      // Redis went away too. The outbox entry stays armed, so once Redis is back a relay
+      // could publish the task the client was told failed; keep trying to mark it failed
+      // in the background to keep that window short (with an Idempotency-Key the client's
+      // retry gets this same task, never a second one).
+      deps.logger.error('could not mark an unpublished task failed; retrying in the background', { task_id: task.id, err: errorMessage(storeErr) });
+      failLater(deps, task.id, error, idempotencyKey);
     }
     throw new UnavailableError('broker', `the broker did not accept the task: ${errorMessage(err)}`, { cause: err });
   }
@@ -81,4 +85,19 @@ export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempoten
   // Best effort: if this fails the relay publishes once more, which the claim absorbs.
   await deps.store.outboxPublished(task.id, 0).catch((err: unknown) => deps.logger.warn('could not disarm the outbox entry', { task_id: task.id, err: errorMessage(err) }));
   return { replayed: false, task };
+}
+
+/** Retries failQueued every second for a minute, off the request path. */
+function failLater(deps: SubmitDeps, id: string, error: TaskError, idempotencyKey: string | undefined): void {
+  let tries = 0;
+  const attempt = () => {
+    deps.store.failQueued(id, error, idempotencyKey).then(
+      (code) => deps.logger.info('marked an unpublished task failed after all', { task_id: id, code }),
+      () => {
+        if (++tries < 60) setTimeout(attempt, 1000).unref();
+        else deps.logger.error('gave up marking an unpublished task failed; a relay may still run it', { task_id: id });
+      },
+    );
+  };
+  setTimeout(attempt, 1000).unref();
 }
