@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { CACHE_DIR, ensureDir } from '../infra/lib.ts';
+import { allRequestTopics, groupFor } from '../common/messages.ts';
+import { PRIORITIES } from '../common/task.ts';
 import { createTopics } from '../infra/rocketmq.ts';
 import { envOf, startServices, stopServices } from '../infra/services.ts';
 import { RedisTaskStore } from '../common/store/redis.ts';
@@ -54,7 +56,11 @@ try {
     MQ_GROUP_AGENT: `GID-bench-${run}`,
     WORKER_CONCURRENCY: values['worker-concurrency'] ?? '16',
   };
-  if (broker === 'rocketmq') await createTopics(s.ROCKETMQ_NAMESRV ?? '', [env.MQ_TOPIC_REQUEST ?? '', env.MQ_TOPIC_RESULT ?? ''], [env.MQ_GROUP_AGENT ?? '']);
+  if (broker === 'rocketmq') {
+    // One request topic and one group per priority (common/messages.ts).
+    const topics = [...allRequestTopics(env.MQ_TOPIC_REQUEST ?? ''), env.MQ_TOPIC_RESULT ?? ''];
+    await createTopics(s.ROCKETMQ_NAMESRV ?? '', topics, PRIORITIES.map((p) => groupFor(env.MQ_GROUP_AGENT ?? '', p)));
+  }
   const api = await startApi(env);
   const workers = broker === 'memory' ? [] : Array.from({ length: WORKERS }, (_, i) => startEntry(`worker-${i}`, 'run-worker.ts', env));
   await Promise.all(workers.map((w) => w.waitForLine(/worker started/)));
