@@ -332,8 +332,11 @@ export class RedisTaskStore implements TaskStore {
         tasks.push(rec);
         if (tasks.length === q.limit) return { tasks, next: last };
       }
-      // Expired before the sweeper got to them.
-      if (gone.length > 0) await this.call('list', () => this.client.zRem(indexKey, gone));
+      // Expired before the sweeper got to them. They were before `offset`: step it back.
+      if (gone.length > 0) {
+        await this.call('list', () => this.client.zRem(indexKey, gone));
+        offset -= gone.length;
+      }
       if (entries.length < page) return { tasks, next: null };
       if (scanned >= LIST_SCAN_BUDGET) return { tasks, next: last };
     }
