@@ -151,10 +151,10 @@ describe.each(['kafka', 'rocketmq'] as const)('live tasks on %s', (broker) => {
     const meanRank = (p: string) => order.reduce((sum, q, i) => sum + (q === p ? i : 0), 0) / PER_LANE;
     expect(meanRank('high')).toBeLessThan(meanRank('normal'));
     expect(meanRank('normal')).toBeLessThan(meanRank('low'));
-    // The high tasks are the first to start and the low ones the last, give or take the very
-    // first start: it goes to whichever lane's consumer joined first.
-    expect(order.lastIndexOf('high')).toBeLessThanOrEqual(PER_LANE);
-    expect(order.slice(1).indexOf('low') + 1).toBeGreaterThanOrEqual(2 * PER_LANE - 1);
+    // The high tasks are the first to start and the low ones the last, give or take the first
+    // start or two: they go to whichever lane's consumer joined its group first.
+    expect(order.lastIndexOf('high')).toBeLessThanOrEqual(PER_LANE + 1);
+    expect(order.slice(2).indexOf('low') + 2).toBeGreaterThanOrEqual(2 * PER_LANE - 2);
   });
 
   it('lists the tasks of a user across replicas with a cursor', async () => {
