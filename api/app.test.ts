@@ -31,6 +31,18 @@ function setup(over: { store?: TaskStore; broker?: Broker; bodyLimit?: number } 
   return { app, store, broker, post, published };
 }
 
+/** A memory store that remembers the id of the task the API created, and a broker to break. */
+function spiedStore() {
+  const store = new MemoryTaskStore();
+  let id = '';
+  const create = store.create.bind(store);
+  store.create = (t, due, idem) => {
+    id = t.id;
+    return create(t, due, idem);
+  };
+  return { store, broker: new MemoryBroker(), created: () => id };
+}
+
 interface ErrorJson {
   error: { code: string; message: string; issues?: { path: string; message: string }[] };
 }
@@ -112,33 +124,19 @@ describe('POST /tasks', () => {
   });
 
   it('answers 503 when the broker does not take the message, and marks the task failed so it never runs', async () => {
-    const store = new MemoryTaskStore();
-    const broker = new MemoryBroker();
-    let created = '';
-    const create = store.create.bind(store);
-    store.create = (t, due) => {
-      created = t.id;
-      return create(t, due);
-    };
+    const { store, broker, created } = spiedStore();
     broker.publish = () => new Promise(() => undefined); // hangs: the request timeout must cut it
     const { post } = setup({ store, broker });
     const res = await post(JSON.stringify({ user_id: 'u', content: 'x' }));
     expect(res.status).toBe(503);
     expect(((await res.json()) as ErrorJson).error.code).toBe('broker_unavailable');
-    const rec = await store.get(created);
+    const rec = await store.get(created());
     expect(rec).toMatchObject({ status: 'failed', error: { code: 'broker_unavailable' } });
-    expect((await store.claim(created, 'w', 1000)).outcome).toBe('terminal');
+    expect((await store.claim(created(), 'w', 1000)).outcome).toBe('terminal');
   });
 
   it('when Redis fails too, keeps trying to mark the unpublished task failed after the 503', async () => {
-    const store = new MemoryTaskStore();
-    const broker = new MemoryBroker();
-    let created = '';
-    const create = store.create.bind(store);
-    store.create = (t, due) => {
-      created = t.id;
-      return create(t, due);
-    };
+    const { store, broker, created } = spiedStore();
     const failQueued = store.failQueued.bind(store);
     let calls = 0;
     store.failQueued = (...args) => (++calls <= 4 ? Promise.reject(new UnavailableError('redis', 'down')) : failQueued(...args));
@@ -146,8 +144,8 @@ describe('POST /tasks', () => {
     const { post } = setup({ store, broker });
     const res = await post(JSON.stringify({ user_id: 'u', content: 'x' }));
     expect(res.status).toBe(503);
-    expect((await store.get(created))?.status).toBe('queued');
-    await waitFor('the task marked failed in the background', async () => (await store.get(created))?.status === 'failed', { timeoutMs: 5000 });
+    expect((await store.get(created()))?.status).toBe('queued');
+    await waitFor('the task marked failed in the background', async () => (await store.get(created()))?.status === 'failed', { timeoutMs: 5000 });
     expect(calls).toBe(5);
   });
 });

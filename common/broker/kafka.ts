@@ -16,7 +16,7 @@ import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { OffsetTracker, Slots } from './offset-tracker.ts';
 import type { Broker, CloseOptions, Delivery, DeliveryHandler, OutgoingMessage, SubscribeOptions, Subscription } from './port.ts';
-import { redeliveryDelayMs } from './port.ts';
+import { drainHandlers, redeliveryDelayMs } from './port.ts';
 
 export const ATTEMPT_HEADER = 'x-attempt';
 export const TAG_HEADER = 'tag';
@@ -232,12 +232,7 @@ export class KafkaBroker implements Broker {
             /* not running */
           }
           // Drain while still a member (heartbeats go on), so the last commits are accepted.
-          let timer: NodeJS.Timeout | undefined;
-          const drained = await Promise.race([
-            Promise.allSettled([...running]).then(() => true),
-            new Promise<boolean>((r) => (timer = setTimeout(() => r(false), closeOpts.graceMs ?? 30_000))),
-          ]);
-          clearTimeout(timer);
+          const drained = await drainHandlers(running, closeOpts.graceMs);
           if (!drained) log.warn('left running handlers behind; their messages will be redelivered', { inFlight: running.size });
           await commits;
           await consumer.stop().catch(() => undefined);

@@ -12,7 +12,7 @@ import type {
   SubscribeOptions,
   Subscription,
 } from './port.ts';
-import { redeliveryDelayMs as defaultDelay } from './port.ts';
+import { drainHandlers, redeliveryDelayMs as defaultDelay } from './port.ts';
 
 interface Pending {
   message: OutgoingMessage;
@@ -189,13 +189,7 @@ export class MemoryBroker implements Broker {
       close: (closeOpts: CloseOptions = {}) => {
         closing ??= (async () => {
           member.closed = true;
-          const grace = closeOpts.graceMs ?? 30_000;
-          let timer: NodeJS.Timeout | undefined;
-          await Promise.race([
-            Promise.allSettled([...member.running]),
-            new Promise((r) => (timer = setTimeout(r, grace))),
-          ]);
-          clearTimeout(timer);
+          await drainHandlers(member.running, closeOpts.graceMs);
           grp.members.splice(grp.members.indexOf(member), 1);
           grp.abandon(member);
           this.subs.delete(sub);

@@ -69,3 +69,19 @@ export interface Broker {
 
 /** Exponential backoff before a failed delivery comes back: 200 ms, 400 ms, … at most 5 s. */
 export const redeliveryDelayMs = (attempt: number): number => Math.min(200 * 2 ** Math.max(0, attempt - 1), 5000);
+
+/**
+ * Waits for a subscription's running handlers, at most `graceMs` (default 30 000 ms).
+ * Answers whether they all finished; what is left behind is not acknowledged and comes back.
+ */
+export async function drainHandlers(running: ReadonlySet<Promise<unknown>>, graceMs = 30_000): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      Promise.allSettled([...running]).then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

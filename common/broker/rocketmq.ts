@@ -15,7 +15,7 @@ import { UnavailableError, errorMessage, withTimeout } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import type { Broker, CloseOptions, Delivery, DeliveryHandler, OutgoingMessage, SubscribeOptions, Subscription } from './port.ts';
-import { redeliveryDelayMs } from './port.ts';
+import { drainHandlers, redeliveryDelayMs } from './port.ts';
 
 export interface RocketMqBrokerOptions {
   /** gRPC endpoint of the proxy, host:port. */
@@ -230,12 +230,7 @@ export class RocketMqBroker implements Broker {
         closing ??= (async () => {
           stopping = true;
           wake?.();
-          let timer: NodeJS.Timeout | undefined;
-          const drained = await Promise.race([
-            Promise.allSettled([...running]).then(() => true),
-            new Promise<boolean>((r) => (timer = setTimeout(() => r(false), closeOpts.graceMs ?? 30_000))),
-          ]);
-          clearTimeout(timer);
+          const drained = await drainHandlers(running, closeOpts.graceMs);
           if (!drained) log.warn('left running handlers behind; their messages will be redelivered', { inFlight: running.size });
           // The receive loop ends after its current long poll.
           await Promise.race([loop, sleep(this.opts.awaitMs + this.opts.requestTimeoutMs)]);
