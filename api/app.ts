@@ -7,7 +7,15 @@ import { bodyLimit } from 'hono/body-limit';
 import { streamSSE } from 'hono/streaming';
 import type { z } from 'zod';
 import type { Broker } from '../common/broker/port.ts';
-import { NotFoundError, PayloadTooLargeError, TaskFinishedError, UnsupportedMediaTypeError, ValidationError, errorMessage, withTimeout } from '../common/errors.ts';
+import {
+  NotFoundError,
+  PayloadTooLargeError,
+  TaskFinishedError,
+  UnsupportedMediaTypeError,
+  ValidationError,
+  errorMessage,
+  withTimeout,
+} from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { resultOutgoing } from '../common/messages.ts';
 import type { TaskRegistry } from '../common/registry.ts';
@@ -142,12 +150,10 @@ export function createApp(deps: AppDeps): Hono {
       c.header('Location', statusUrl);
       if (waitSeconds > 0) {
         const finished = await waitForEnd(store, task.id, waitSeconds * 1000, { pollMs, signal: until(c) });
-        if (finished && (finished.status === 'done' || finished.status === 'failed' || finished.status === 'cancelled')) return c.json(toTaskView(finished), 200);
+        if (finished && (finished.status === 'done' || finished.status === 'failed' || finished.status === 'cancelled'))
+          return c.json(toTaskView(finished), 200);
       }
-      return c.json(
-        { task_id: task.id, status: 'queued', type: task.type, status_url: statusUrl, created_at: new Date(task.createdAt).toISOString() },
-        202,
-      );
+      return c.json({ task_id: task.id, status: 'queued', type: task.type, status_url: statusUrl, created_at: new Date(task.createdAt).toISOString() }, 202);
     },
   );
 
@@ -221,7 +227,11 @@ export function createApp(deps: AppDeps): Hono {
     if (r.was === 'queued' && options.resultTopic) {
       try {
         const topic = options.resultTopic;
-        await withTimeout(broker.publish(topic, resultOutgoing(r.task)), options.requestTimeoutMs, () => new Error(`no ack within ${options.requestTimeoutMs} ms`));
+        await withTimeout(
+          broker.publish(topic, resultOutgoing(r.task)),
+          options.requestTimeoutMs,
+          () => new Error(`no ack within ${options.requestTimeoutMs} ms`),
+        );
         await store.markResultPublished(id);
       } catch (err) {
         // If its request message is still on its way, the worker that gets it publishes the

@@ -73,13 +73,25 @@ async function stack(opts: { concurrency?: number; start?: boolean } = {}) {
     },
   });
   if (opts.start !== false) await worker.start();
-  cleanups.push(() => broker.close({ graceMs: 0 }), () => worker.shutdown());
+  cleanups.push(
+    () => broker.close({ graceMs: 0 }),
+    () => worker.shutdown(),
+  );
   const app = createApp({
     store,
     broker,
     registry,
     logger: silentLogger,
-    options: { requestTopic: 'req', resultTopic: 'res', bodyLimit: 1 << 20, requestTimeoutMs: 1000, relayAfterMs: 5000, maxAttempts: 3, pollMs: 20, keepAliveMs: 100 },
+    options: {
+      requestTopic: 'req',
+      resultTopic: 'res',
+      bodyLimit: 1 << 20,
+      requestTimeoutMs: 1000,
+      relayAfterMs: 5000,
+      maxAttempts: 3,
+      pollMs: 20,
+      keepAliveMs: 100,
+    },
   });
   const post = async (body: unknown, path = '/tasks') => {
     const res = await app.request(`http://localhost${path}`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
@@ -120,7 +132,10 @@ describe('history and events', () => {
     expect(history.at(-1)?.event).toBe('done');
     expect(history.find((e) => e.event === 'progress' && e.data.percent === 60)?.data.message).toBe('extracting keywords');
     // The partial chunks add up to the output, which is the summary.
-    const chunks = history.filter((e) => e.event === 'partial').map((e) => e.data.chunk).join('');
+    const chunks = history
+      .filter((e) => e.event === 'partial')
+      .map((e) => e.data.chunk)
+      .join('');
     expect(chunks).toBe(view.output);
     expect(view.output).toBe((view.result as { summary: string }).summary);
     for (const e of history) expect(typeof e.data.at).toBe('string');

@@ -4,7 +4,11 @@ import { ValidationError } from '../common/errors.ts';
 import type { ListCursor } from '../common/store/port.ts';
 import { PRIORITIES, TASK_STATUSES, isTaskId } from '../common/task.ts';
 
-const userId = z.string().min(1, 'must not be empty').max(256, 'at most 256 characters').regex(/^\P{Cc}*$/u, 'must not contain control characters');
+const userId = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(256, 'at most 256 characters')
+  .regex(/^\P{Cc}*$/u, 'must not contain control characters');
 
 /** The seed's body: `{"user_id", "content"}`, run by the `agent` type. */
 export const seedBody = z.strictObject({
@@ -33,7 +37,10 @@ export const getQuery = (maxWait: number) => z.object({ wait: seconds(maxWait).o
 export const listQuery = z.object({
   status: z.enum(TASK_STATUSES).optional(),
   user_id: userId.optional(),
-  type: z.string().regex(/^[a-z][a-z0-9_.-]{0,63}$/, 'must be a task type name').optional(),
+  type: z
+    .string()
+    .regex(/^[a-z][a-z0-9_.-]{0,63}$/, 'must be a task type name')
+    .optional(),
   limit: z.coerce.number({ error: 'must be a number' }).int().min(1).max(100).default(20),
   cursor: z.string().max(200).optional(),
 });

@@ -51,7 +51,9 @@ function canonical(v: unknown): string {
 }
 
 export function fingerprint(req: SubmitRequest): string {
-  return createHash('sha256').update(canonical({ type: req.type, input: req.input, user_id: req.userId, priority: req.priority })).digest('hex');
+  return createHash('sha256')
+    .update(canonical({ type: req.type, input: req.input, user_id: req.userId, priority: req.priority }))
+    .digest('hex');
 }
 
 export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempotencyKey?: string): Promise<SubmitResult> {
@@ -66,11 +68,20 @@ export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempoten
   if (created.outcome !== 'created') throw new Error(`task id collision: ${task.id}`);
 
   try {
-    await withTimeout(deps.broker.publish(requestTopicFor(deps.requestTopic, task.priority), requestOutgoing(task)), deps.publishTimeoutMs, () => new Error(`no ack within ${deps.publishTimeoutMs} ms`));
+    await withTimeout(
+      deps.broker.publish(requestTopicFor(deps.requestTopic, task.priority), requestOutgoing(task)),
+      deps.publishTimeoutMs,
+      () => new Error(`no ack within ${deps.publishTimeoutMs} ms`),
+    );
   } catch (err) {
     const error = { code: 'broker_unavailable', message: `the request message could not be published: ${errorMessage(err)}`, retriable: true };
     try {
-      await retrying(() => deps.store.failQueued(task.id, error, idempotencyKey), { tries: 3, baseMs: 100, maxMs: 500, retriable: (e) => e instanceof UnavailableError });
+      await retrying(() => deps.store.failQueued(task.id, error, idempotencyKey), {
+        tries: 3,
+        baseMs: 100,
+        maxMs: 500,
+        retriable: (e) => e instanceof UnavailableError,
+      });
     } catch (storeErr) {
       // Redis went away too. The outbox entry stays armed, so once Redis is back a relay
       // could publish the task the client was told failed; keep trying to mark it failed
@@ -83,7 +94,9 @@ export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempoten
   }
 
   // Best effort: if this fails the relay publishes once more, which the claim absorbs.
-  await deps.store.outboxPublished(task.id, 0).catch((err: unknown) => deps.logger.warn('could not disarm the outbox entry', { task_id: task.id, err: errorMessage(err) }));
+  await deps.store
+    .outboxPublished(task.id, 0)
+    .catch((err: unknown) => deps.logger.warn('could not disarm the outbox entry', { task_id: task.id, err: errorMessage(err) }));
   return { replayed: false, task };
 }
 

@@ -59,7 +59,11 @@ try {
   if (broker === 'rocketmq') {
     // One request topic and one group per priority (common/messages.ts).
     const topics = [...allRequestTopics(env.MQ_TOPIC_REQUEST ?? ''), env.MQ_TOPIC_RESULT ?? ''];
-    await createTopics(s.ROCKETMQ_NAMESRV ?? '', topics, PRIORITIES.map((p) => groupFor(env.MQ_GROUP_AGENT ?? '', p)));
+    await createTopics(
+      s.ROCKETMQ_NAMESRV ?? '',
+      topics,
+      PRIORITIES.map((p) => groupFor(env.MQ_GROUP_AGENT ?? '', p)),
+    );
   }
   const api = await startApi(env);
   const workers = broker === 'memory' ? [] : Array.from({ length: WORKERS }, (_, i) => startEntry(`worker-${i}`, 'run-worker.ts', env));
@@ -78,7 +82,11 @@ try {
         const res = await fetch(`${api.url}/tasks`, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ type: 'agent', user_id: `u${i % 10}`, input: { content: `bench ${i} 机械键盘降价了`, simulate_ms: Number(values['simulate-ms']) } }),
+          body: JSON.stringify({
+            type: 'agent',
+            user_id: `u${i % 10}`,
+            input: { content: `bench ${i} 机械键盘降价了`, simulate_ms: Number(values['simulate-ms']) },
+          }),
         });
         latencies.push(performance.now() - t0);
         if (res.status !== 202) throw new Error(`POST answered ${res.status}: ${await res.text()}`);
@@ -101,7 +109,12 @@ try {
     http_concurrency: CONC,
     workers: broker === 'memory' ? 'embedded' : `${WORKERS} x ${env.WORKER_CONCURRENCY}`,
     submit_per_s: Math.round((TASKS * 1000) / submitted),
-    submit_ms: { p50: +pct(latencies, 50).toFixed(1), p95: +pct(latencies, 95).toFixed(1), p99: +pct(latencies, 99).toFixed(1), max: +(latencies.at(-1) ?? NaN).toFixed(1) },
+    submit_ms: {
+      p50: +pct(latencies, 50).toFixed(1),
+      p95: +pct(latencies, 95).toFixed(1),
+      p99: +pct(latencies, 99).toFixed(1),
+      max: +(latencies.at(-1) ?? NaN).toFixed(1),
+    },
     end_to_end_per_s: Math.round((TASKS * 1000) / total),
     end_to_end_s: +(total / 1000).toFixed(2),
     rss_mb: { api: rssApi, workers: rssWorkers },

@@ -74,7 +74,10 @@ try {
     failed,
     baseline_used_mb: +baseline.toFixed(2),
     steady_state: steady.length
-      ? { keys: { min: Math.min(...steady.map((x) => x.keys)), max: Math.max(...steady.map((x) => x.keys)) }, used_mb: { min: Math.min(...steady.map((x) => x.used_mb)), max: Math.max(...steady.map((x) => x.used_mb)) } }
+      ? {
+          keys: { min: Math.min(...steady.map((x) => x.keys)), max: Math.max(...steady.map((x) => x.keys)) },
+          used_mb: { min: Math.min(...steady.map((x) => x.used_mb)), max: Math.max(...steady.map((x) => x.used_mb)) },
+        }
       : null,
     after_ttl: after,
     samples,

@@ -102,7 +102,10 @@ describe('TaskClient.submit', () => {
   it("posts the seed's body and answers the 202 as accepted", async () => {
     const accepted = { task_id: ID, status: 'queued', type: 'agent', status_url: `${BASE}/tasks/${ID}`, created_at: AT };
     const { fetch, calls } = fakeApi(() => json(202, accepted));
-    const answer = await new TaskClient({ baseUrl: `${BASE}/`, fetch, headers: { authorization: 'Bearer t' } }).submit({ user_id: 'user123', content: '机械键盘降价了' });
+    const answer = await new TaskClient({ baseUrl: `${BASE}/`, fetch, headers: { authorization: 'Bearer t' } }).submit({
+      user_id: 'user123',
+      content: '机械键盘降价了',
+    });
 
     expect(answer).toEqual({ finished: false, ...accepted });
     const [req] = calls;
@@ -125,7 +128,9 @@ describe('TaskClient.submit', () => {
   it('retries a 503 after Retry-After when an Idempotency-Key makes that safe', async () => {
     vi.useFakeTimers();
     const { fetch, calls } = fakeApi((_req, n) =>
-      n === 1 ? apiError(503, 'broker_unavailable', { 'retry-after': '2' }) : json(202, { task_id: ID, status: 'queued', type: 'agent', status_url: '', created_at: AT }),
+      n === 1
+        ? apiError(503, 'broker_unavailable', { 'retry-after': '2' })
+        : json(202, { task_id: ID, status: 'queued', type: 'agent', status_url: '', created_at: AT }),
     );
     const answer = new TaskClient({ baseUrl: BASE, fetch }).submit({ user_id: 'u', content: 'x' }, { idempotencyKey: 'k-1' });
 
@@ -242,7 +247,8 @@ describe('TaskClient.stream', () => {
     const { fetch, calls } = fakeApi((req) => {
       const lastId = req.headers.get('last-event-id');
       // The first connection sends two events and half of the third, then ends.
-      const steps: Step[] = lastId === null ? [frame(EVENTS[0]!) + ': keep-alive\n\n' + frame(EVENTS[1]!), frame(EVENTS[2]!).slice(0, 40), end] : after(lastId).map(frame);
+      const steps: Step[] =
+        lastId === null ? [frame(EVENTS[0]!) + ': keep-alive\n\n' + frame(EVENTS[1]!), frame(EVENTS[2]!).slice(0, 40), end] : after(lastId).map(frame);
       const c = sse(steps);
       connections.push(c);
       return c.response;

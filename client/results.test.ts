@@ -71,7 +71,13 @@ describe('subscribeResults', () => {
     const handled: string[] = [];
     await subscribeResults(broker, { topic: TOPIC, group: GROUP, onResult: (m) => void handled.push(m.task_id) });
 
-    await publish(result('a'), result('b'), result('a'), result('b', { attempt: 2 }), result('c', { status: 'failed', error: { code: 'x', message: 'y', retriable: false } }));
+    await publish(
+      result('a'),
+      result('b'),
+      result('a'),
+      result('b', { attempt: 2 }),
+      result('c', { status: 'failed', error: { code: 'x', message: 'y', retriable: false } }),
+    );
     await finishedCount(5);
     expect(handled).toEqual(['a', 'b', 'c']);
   });
@@ -154,7 +160,14 @@ describe('subscribeResults', () => {
     const onResult = vi.fn();
     await subscribeResults(broker, { topic: TOPIC, group: GROUP, onResult, logger });
 
-    const bodies = ['not json', 'null', '[]', JSON.stringify({ v: 1, task_id: 'a' }), JSON.stringify({ ...result('a'), v: 2 }), JSON.stringify({ ...result('a'), status: 'running' })];
+    const bodies = [
+      'not json',
+      'null',
+      '[]',
+      JSON.stringify({ v: 1, task_id: 'a' }),
+      JSON.stringify({ ...result('a'), v: 2 }),
+      JSON.stringify({ ...result('a'), status: 'running' }),
+    ];
     for (const body of bodies) {
       await expect(handler?.({ topic: TOPIC, key: 'a', body, tag: undefined, headers: {}, attempt: 1 })).resolves.toBeUndefined();
     }
@@ -170,7 +183,10 @@ describe('createResultBroker', () => {
   it('builds the Kafka adapter, and the RocketMQ one on demand', async () => {
     const kafka = await createResultBroker({ kind: 'kafka', brokers: ['127.0.0.1:1'], clientId: 'downstream' });
     const rocketmq = await createResultBroker({ kind: 'rocketmq', endpoint: '127.0.0.1:1' });
-    cleanup.push(() => kafka.close(), () => rocketmq.close());
+    cleanup.push(
+      () => kafka.close(),
+      () => rocketmq.close(),
+    );
 
     expect(kafka).toBeInstanceOf(KafkaBroker);
     expect(rocketmq.kind).toBe('rocketmq');

@@ -12,7 +12,13 @@ describe('loadConfig', () => {
 
   it('uses Redis for any real broker, and parses the seed variables', () => {
     const c = loadConfig({ BROKER: 'kafka', KAFKA_BROKERS: 'a:9092, b:9093', REDIS_HOST: 'r', REDIS_PORT: '6380', MQ_TOPIC_REQUEST: 'Req', API_PORT: '' });
-    expect(c).toMatchObject({ broker: 'kafka', store: 'redis', redis: { host: 'r', port: 6380 }, kafka: { brokers: ['a:9092', 'b:9093'] }, topics: { request: 'Req' } });
+    expect(c).toMatchObject({
+      broker: 'kafka',
+      store: 'redis',
+      redis: { host: 'r', port: 6380 },
+      kafka: { brokers: ['a:9092', 'b:9093'] },
+      topics: { request: 'Req' },
+    });
     expect(c.api.port).toBe(8000);
   });
 

@@ -18,12 +18,24 @@ const envSchema = z.object({
   REDIS_PORT: int(6379, 1, 65535),
   REDIS_PASSWORD: z.string().optional(),
   REDIS_DB: int(0, 0, 15),
-  REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]*$/, 'letters, digits, ":", "_" and "-" only').default('atq:'),
+  REDIS_KEY_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9:_-]*$/, 'letters, digits, ":", "_" and "-" only')
+    .default('atq:'),
 
   MQ_ENDPOINT: str('127.0.0.1:8081'),
-  MQ_TOPIC_REQUEST: z.string().regex(/^[A-Za-z0-9._-]{1,127}$/, 'letters, digits, ".", "_" and "-", at most 127').default('TopicTest'),
-  MQ_TOPIC_RESULT: z.string().regex(/^[A-Za-z0-9._-]{1,127}$/, 'letters, digits, ".", "_" and "-", at most 127').default('TopicResult'),
-  MQ_GROUP_AGENT: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/, 'letters, digits, ".", "_" and "-", at most 120').default('GID_AGENT'),
+  MQ_TOPIC_REQUEST: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,127}$/, 'letters, digits, ".", "_" and "-", at most 127')
+    .default('TopicTest'),
+  MQ_TOPIC_RESULT: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,127}$/, 'letters, digits, ".", "_" and "-", at most 127')
+    .default('TopicResult'),
+  MQ_GROUP_AGENT: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,120}$/, 'letters, digits, ".", "_" and "-", at most 120')
+    .default('GID_AGENT'),
   MQ_ACCESS_KEY: z.string().default(''),
   MQ_SECRET_KEY: z.string().default(''),
 
@@ -46,7 +58,10 @@ const envSchema = z.object({
   SSE_KEEPALIVE_MS: int(15_000, 1000, 300_000),
 
   WORKER_CONCURRENCY: int(4, 1, 1000),
-  WORKER_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,100}$/).optional(),
+  WORKER_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9._:-]{1,100}$/)
+    .optional(),
   LEASE_MS: int(30_000, 1000, 3_600_000),
   SHUTDOWN_GRACE_MS: int(30_000, 0, 3_600_000),
   MAX_ATTEMPTS: int(3, 1, 100),

@@ -68,7 +68,8 @@ const EVENT_ID_RE = /^\d{1,15}-\d{1,15}$/;
 export const isEventId = (s: string): boolean => EVENT_ID_RE.test(s);
 
 /** What a handler may add to the history itself. */
-export type HandlerEvent = { type: 'log'; data: { level: string; message: string; data?: Record<string, unknown> } } | { type: 'partial'; data: { chunk: string } };
+export type HandlerEvent =
+  { type: 'log'; data: { level: string; message: string; data?: Record<string, unknown> } } | { type: 'partial'; data: { chunk: string } };
 
 /** What the API hands to the store to create a task. */
 export interface NewTask {

@@ -83,8 +83,20 @@ export const startKafka: ServiceStarter = async (ctx) => {
   try {
     formatOut = execFileSync(
       'java',
-      ['-Xmx256m', '-XX:+UseSerialGC', '-XX:TieredStopAtLevel=1', '-cp', classPath, log4jOpt,
-        'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', propsFile],
+      [
+        '-Xmx256m',
+        '-XX:+UseSerialGC',
+        '-XX:TieredStopAtLevel=1',
+        '-cp',
+        classPath,
+        log4jOpt,
+        'kafka.tools.StorageTool',
+        'format',
+        '-t',
+        clusterId,
+        '-c',
+        propsFile,
+      ],
       { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
     );
   } catch (err) {

@@ -71,11 +71,7 @@ export function ensureDir(dir: string): string {
 }
 
 /** Starts a detached process with stdout and stderr appended to `logFile`. */
-export function spawnDetached(
-  cmd: string,
-  args: string[],
-  opts: { cwd: string; logFile: string; env?: NodeJS.ProcessEnv },
-): number {
+export function spawnDetached(cmd: string, args: string[], opts: { cwd: string; logFile: string; env?: NodeJS.ProcessEnv }): number {
   const fd = openSync(opts.logFile, 'a');
   try {
     const child = spawn(cmd, args, {
@@ -107,13 +103,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * Waits until `logFile` contains `needle`. Fails early when the process exits, and with
  * the log's tail when `timeoutMs` passes, so a failed boot says why.
  */
-export async function waitForLogLine(
-  logFile: string,
-  needle: string | RegExp,
-  pid: number,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
+export async function waitForLogLine(logFile: string, needle: string | RegExp, pid: number, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const text = existsSync(logFile) ? readFileSync(logFile, 'utf8') : '';

@@ -15,16 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ensureJars } from './jars.ts';
-import {
-  CACHE_DIR,
-  ensureDir,
-  freePort,
-  spawnDetached,
-  stopService,
-  waitForLogLine,
-  type ServiceHandle,
-  type ServiceStarter,
-} from './lib.ts';
+import { CACHE_DIR, ensureDir, freePort, spawnDetached, stopService, waitForLogLine, type ServiceHandle, type ServiceStarter } from './lib.ts';
 
 /** Printed to stdout by NamesrvStartup once the name server listens. */
 const NAMESRV_READY = 'The Name Server boot success';
@@ -87,8 +78,17 @@ function runAdmin(jars: string, home: string, args: string[]): Promise<{ ok: boo
   return new Promise((res) => {
     const child = spawn(
       'java',
-      ['-Xmx128m', '-Xss512k', '-XX:TieredStopAtLevel=1', ...JVM_COMMON, `-Duser.home=${home}`, '-cp', `${jars}/*`,
-        'org.apache.rocketmq.tools.command.MQAdminStartup', ...args],
+      [
+        '-Xmx128m',
+        '-Xss512k',
+        '-XX:TieredStopAtLevel=1',
+        ...JVM_COMMON,
+        `-Duser.home=${home}`,
+        '-cp',
+        `${jars}/*`,
+        'org.apache.rocketmq.tools.command.MQAdminStartup',
+        ...args,
+      ],
       { cwd: home, env: { ...process.env, ROCKETMQ_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let out = '';
@@ -240,8 +240,7 @@ export const startRocketmq: ServiceStarter = async (ctx) => {
   const nsLog = join(dir, 'namesrv.out');
   const nsPid = spawnDetached(
     'java',
-    ['-Xmx256m', '-Xms128m', '-Xss512k', ...NAMESRV_JVM, `-Duser.home=${home}`, '-cp', classPath,
-      'org.apache.rocketmq.namesrv.NamesrvStartup', '-c', nsConf],
+    ['-Xmx256m', '-Xms128m', '-Xss512k', ...NAMESRV_JVM, `-Duser.home=${home}`, '-cp', classPath, 'org.apache.rocketmq.namesrv.NamesrvStartup', '-c', nsConf],
     { cwd: dir, logFile: nsLog, env },
   );
   const pids = [nsPid];
@@ -250,8 +249,24 @@ export const startRocketmq: ServiceStarter = async (ctx) => {
     ctx.log(`rocketmq name server ready on ${namesrv}`);
 
     const proxyLog = join(dir, 'proxy.out');
-    const proxyArgs = ['-Xmx512m', '-Xms256m', '-Xss512k', ...JVM_COMMON, `-Duser.home=${home}`, '-cp', classPath,
-      'org.apache.rocketmq.proxy.ProxyStartup', '-pm', 'local', '-n', namesrv, '-bc', brokerConf, '-pc', proxyConf];
+    const proxyArgs = [
+      '-Xmx512m',
+      '-Xms256m',
+      '-Xss512k',
+      ...JVM_COMMON,
+      `-Duser.home=${home}`,
+      '-cp',
+      classPath,
+      'org.apache.rocketmq.proxy.ProxyStartup',
+      '-pm',
+      'local',
+      '-n',
+      namesrv,
+      '-bc',
+      brokerConf,
+      '-pc',
+      proxyConf,
+    ];
     const proxyPid = spawnDetached('java', proxyArgs, { cwd: dir, logFile: proxyLog, env });
     pids.push(proxyPid);
     await waitForLogLine(proxyLog, PROXY_READY, proxyPid, 120_000, `rocketmq broker+proxy (gRPC port ${grpcPort})`);

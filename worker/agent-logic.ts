@@ -35,10 +35,14 @@ function wait(ms: number, signal: AbortSignal): Promise<void> {
   if (ms <= 0) return Promise.resolve();
   return new Promise((resolve, reject) => {
     const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(t);
-      reject(reason());
-    }, { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        reject(reason());
+      },
+      { once: true },
+    );
   });
 }
 
@@ -63,9 +67,7 @@ export async function runAgent(ctx: HandlerContext, input: AgentInput): Promise<
   await ctx.progress(10, 'segmenting text');
   await wait(step, ctx.signal);
   // Intl.Segmenter splits Chinese into words as well as space-separated languages.
-  const words = [...new Intl.Segmenter(undefined, { granularity: 'word' }).segment(text)]
-    .filter((s) => s.isWordLike)
-    .map((s) => s.segment.toLowerCase());
+  const words = [...new Intl.Segmenter(undefined, { granularity: 'word' }).segment(text)].filter((s) => s.isWordLike).map((s) => s.segment.toLowerCase());
   const sentences = [...new Intl.Segmenter(undefined, { granularity: 'sentence' }).segment(text)].length;
 
   await ctx.progress(35, 'scoring sentiment');

@@ -49,9 +49,22 @@ function harness(registry = new TaskRegistry().register(agentTaskType), over: Pa
   });
   const worker = new Worker({ broker, store, registry, logger: silentLogger, options: options(over) });
   const relay = startRelay({ store, broker, topic: 'req', logger: silentLogger, intervalMs: 20, holdMs: 200 });
-  cleanups.push(() => broker.close({ graceMs: 0 }), () => relay.stop(), () => worker.shutdown());
+  cleanups.push(
+    () => broker.close({ graceMs: 0 }),
+    () => relay.stop(),
+    () => worker.shutdown(),
+  );
   const submit = async (over: Partial<NewTask> = {}) => {
-    const task: NewTask = { id: randomUUID(), type: 'agent', input: { content: 'I love this keyboard, great discount' }, userId: 'u', priority: 'normal', maxAttempts: 3, createdAt: Date.now(), ...over };
+    const task: NewTask = {
+      id: randomUUID(),
+      type: 'agent',
+      input: { content: 'I love this keyboard, great discount' },
+      userId: 'u',
+      priority: 'normal',
+      maxAttempts: 3,
+      createdAt: Date.now(),
+      ...over,
+    };
     await store.create(task, Date.now() + 60_000);
     await broker.publish('req', requestOutgoing(task));
     await store.outboxPublished(task.id, 0);

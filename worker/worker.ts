@@ -185,11 +185,14 @@ export class Worker {
         controller.abort(new Error(`task lost: ${code}`));
       }
     };
-    const renew = setInterval(() => {
-      store.renewLease(task.id, options.id, options.leaseMs).then(lost, (err: unknown) => {
-        log.warn('lease renewal failed; will retry', { err: errorMessage(err) });
-      });
-    }, Math.max(250, Math.floor(options.leaseMs / 3)));
+    const renew = setInterval(
+      () => {
+        store.renewLease(task.id, options.id, options.leaseMs).then(lost, (err: unknown) => {
+          log.warn('lease renewal failed; will retry', { err: errorMessage(err) });
+        });
+      },
+      Math.max(250, Math.floor(options.leaseMs / 3)),
+    );
 
     // History writes go one after another, so the history keeps the order of the calls and
     // everything the handler reported is stored before the task's end.
@@ -234,9 +237,7 @@ export class Worker {
       try {
         result = await Promise.race([
           type.handler(ctx, input.data),
-          new Promise<never>((_, reject) =>
-            controller.signal.addEventListener('abort', () => reject(controller.signal.reason as Error), { once: true }),
-          ),
+          new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason as Error), { once: true })),
         ]);
       } finally {
         clearTimeout(timer);

@@ -205,10 +205,15 @@ export function brokerConformance(name: string, h: BrokerHarness): void {
       const before = sockets();
       const b = await h.make();
       const got: string[] = [];
-      const s = await b.subscribe(topic('close'), group('close'), (d) => {
+      const s = await b.subscribe(
+        topic('close'),
+        group('close'),
+        (d) => {
           got.push(d.key);
           return Promise.resolve();
-        }, { concurrency: 1 });
+        },
+        { concurrency: 1 },
+      );
       await b.publish(topic('close'), { key: 'c1', body: 'x' });
       await waitFor('the message', () => got.length > 0, { timeoutMs: h.deliveryTimeoutMs });
       await s.close();

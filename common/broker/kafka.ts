@@ -195,7 +195,11 @@ export class KafkaBroker implements Broker {
         if (!tracker) trackers.set(partition, (tracker = new OffsetTracker()));
         // Re-read after a rebalance while the first delivery still runs: skip it.
         if (tracker.has(offset)) return;
-        const ok = await slots.acquire(() => payload.heartbeat(), 1000, () => stopping);
+        const ok = await slots.acquire(
+          () => payload.heartbeat(),
+          1000,
+          () => stopping,
+        );
         if (!ok) return; // stopping: left uncommitted for the next member
         tracker.start(offset);
         const headers = headersToRecord(message.headers);

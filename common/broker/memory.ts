@@ -3,15 +3,7 @@
  * group; a group hands each message to one member at a time, round-robin among members with
  * a free slot; a throw or a member that leaves without finishing puts the message back.
  */
-import type {
-  Broker,
-  CloseOptions,
-  Delivery,
-  DeliveryHandler,
-  OutgoingMessage,
-  SubscribeOptions,
-  Subscription,
-} from './port.ts';
+import type { Broker, CloseOptions, Delivery, DeliveryHandler, OutgoingMessage, SubscribeOptions, Subscription } from './port.ts';
 import { drainHandlers, redeliveryDelayMs as defaultDelay } from './port.ts';
 
 interface Pending {

@@ -27,14 +27,28 @@ describe('Slots', () => {
     const s = new Slots(1);
     let ticks = 0;
     let stop = false;
-    expect(await s.acquire(() => Promise.resolve(void ticks++), 10, () => stop)).toBe(true);
-    const waiting = s.acquire(() => Promise.resolve(void ticks++), 10, () => stop);
+    expect(
+      await s.acquire(
+        () => Promise.resolve(void ticks++),
+        10,
+        () => stop,
+      ),
+    ).toBe(true);
+    const waiting = s.acquire(
+      () => Promise.resolve(void ticks++),
+      10,
+      () => stop,
+    );
     await new Promise((r) => setTimeout(r, 60));
     expect(ticks).toBeGreaterThan(0);
     s.release();
     expect(await waiting).toBe(true);
     stop = true;
-    const gaveUp = s.acquire(() => Promise.resolve(), 10, () => stop);
+    const gaveUp = s.acquire(
+      () => Promise.resolve(),
+      10,
+      () => stop,
+    );
     s.wakeAll();
     expect(await gaveUp).toBe(false);
     expect(s.inUse).toBe(1);

@@ -77,10 +77,7 @@ export const redeliveryDelayMs = (attempt: number): number => Math.min(200 * 2 *
 export async function drainHandlers(running: ReadonlySet<Promise<unknown>>, graceMs = 30_000): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([
-      Promise.allSettled([...running]).then(() => true),
-      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs))),
-    ]);
+    return await Promise.race([Promise.allSettled([...running]).then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs)))]);
   } finally {
     clearTimeout(timer);
   }

@@ -164,9 +164,14 @@ export class RocketMqBroker implements Broker {
     const process = async (mv: MessageView): Promise<void> => {
       // Keep the message invisible to the rest of the group while its handler runs.
       let renewing: Promise<void> = Promise.resolve();
-      const renew = setInterval(() => {
-        renewing = consumer.changeInvisibleDuration(mv, invisibleMs).catch((err: unknown) => log.warn('could not extend the hold on a message', { key: mv.keys[0], err: errorMessage(err) }));
-      }, Math.max(1000, Math.floor(invisibleMs / 3)));
+      const renew = setInterval(
+        () => {
+          renewing = consumer
+            .changeInvisibleDuration(mv, invisibleMs)
+            .catch((err: unknown) => log.warn('could not extend the hold on a message', { key: mv.keys[0], err: errorMessage(err) }));
+        },
+        Math.max(1000, Math.floor(invisibleMs / 3)),
+      );
       const props = Object.fromEntries(mv.properties);
       const d: Delivery = { topic, key: mv.keys[0] ?? '', body: mv.body.toString('utf8'), tag: mv.tag, headers: props, attempt: mv.deliveryAttempt ?? 1 };
       let ok = false;
@@ -245,7 +250,11 @@ export class RocketMqBroker implements Broker {
   }
 
   async ping(): Promise<void> {
-    await withTimeout(this.routesAnswer(), this.opts.requestTimeoutMs, () => new UnavailableError('broker', `rocketmq did not answer within ${this.opts.requestTimeoutMs} ms`));
+    await withTimeout(
+      this.routesAnswer(),
+      this.opts.requestTimeoutMs,
+      () => new UnavailableError('broker', `rocketmq did not answer within ${this.opts.requestTimeoutMs} ms`),
+    );
   }
 
   /** A round trip to the proxy: the routes of the topics in use, asked again (not from the cache). */

@@ -45,9 +45,7 @@ export type CreateResult =
 
 export type CancelResult =
   /** It was queued or running (`was`) and is now cancelled. */
-  | { outcome: 'cancelled'; was: 'queued' | 'running'; task: TaskRecord }
-  | { outcome: 'terminal'; task: TaskRecord }
-  | { outcome: 'missing' };
+  { outcome: 'cancelled'; was: 'queued' | 'running'; task: TaskRecord } | { outcome: 'terminal'; task: TaskRecord } | { outcome: 'missing' };
 
 /** Where a listing page starts: after the task `id` created at `createdAt` (newest first). */
 export interface ListCursor {

@@ -10,7 +10,17 @@ import { UnavailableError, errorMessage, withTimeout } from '../errors.ts';
 import { makeKeys, type Keys } from '../keys.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
-import { EVENT_TYPES, type HandlerEvent, type NewTask, type Priority, type TaskError, type TaskEvent, type TaskEventType, type TaskRecord, type TaskStatus } from '../task.ts';
+import {
+  EVENT_TYPES,
+  type HandlerEvent,
+  type NewTask,
+  type Priority,
+  type TaskError,
+  type TaskEvent,
+  type TaskEventType,
+  type TaskRecord,
+  type TaskStatus,
+} from '../task.ts';
 import {
   LIST_SCAN_BUDGET,
   type CancelResult,
@@ -38,9 +48,10 @@ export interface RedisTaskStoreOptions extends TaskStoreOptions {
   logger?: Logger;
 }
 
-const SHA = Object.fromEntries(
-  Object.entries(SCRIPTS).map(([name, src]) => [name, createHash('sha1').update(src).digest('hex')]),
-) as Record<ScriptName, string>;
+const SHA = Object.fromEntries(Object.entries(SCRIPTS).map(([name, src]) => [name, createHash('sha1').update(src).digest('hex')])) as Record<
+  ScriptName,
+  string
+>;
 
 const json = (v: unknown): string => JSON.stringify(v ?? null);
 const num = (s: string | undefined): number | null => (s === undefined || s === '' ? null : Number(s));
@@ -203,7 +214,10 @@ export class RedisTaskStore implements TaskStore {
   async get(id: string): Promise<TaskRecord | null> {
     const key = this.keys.task(id);
     const outputKey = this.keys.output(id);
-    const [h, output] = await this.call('get', () => this.client.multi().hGetAll(key).get(outputKey).exec()) as unknown as [Record<string, string>, string | null];
+    const [h, output] = (await this.call('get', () => this.client.multi().hGetAll(key).get(outputKey).exec())) as unknown as [
+      Record<string, string>,
+      string | null,
+    ];
     return Object.keys(h).length === 0 ? null : toRecord(h, output ?? '');
   }
 

@@ -25,7 +25,13 @@ function inHand(w: Child): number {
   let open = 0;
   for (const r of w.records()) {
     if (r.msg === 'task started') open++;
-    else if (r.msg === 'task done' || r.msg === 'task failed; will retry' || r.msg === 'task failed' || r.msg === 'finished, but the task is no longer ours; result discarded') open--;
+    else if (
+      r.msg === 'task done' ||
+      r.msg === 'task failed; will retry' ||
+      r.msg === 'task failed' ||
+      r.msg === 'finished, but the task is no longer ours; result discarded'
+    )
+      open--;
   }
   return Math.max(0, open);
 }
@@ -70,7 +76,11 @@ describe.each(['rocketmq', 'kafka'] as const)('chaos on %s', (broker) => {
       Array.from({ length: 16 }, async () => {
         for (let i = queue.shift(); i !== undefined; i = queue.shift()) {
           const input = { content: `chaos ${i}`, simulate_ms: 40, ...(i % FLAKY_EVERY === 0 ? { fail_times: 1 } : {}) };
-          const res = await fetch(`${api.url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ type: 'agent', input }) });
+          const res = await fetch(`${api.url}/tasks`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ type: 'agent', input }),
+          });
           expect(res.status).toBe(202);
           const { task_id } = (await res.json()) as { task_id: string };
           ids.push(task_id);

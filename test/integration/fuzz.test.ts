@@ -51,31 +51,100 @@ function generator(rand: () => number) {
     },
     () => ({ kind: 'random bytes', method: 'POST', path: '/tasks', headers: json, body: junk(1 + int(200)) }),
     () => ({ kind: 'wrong type: content', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ ...valid(), content: pick(wrongValues) }) }),
-    () => ({ kind: 'wrong type: user_id', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ ...valid(), user_id: pick(wrongValues.filter((v) => typeof v !== 'string' || v === '')) }) }),
+    () => ({
+      kind: 'wrong type: user_id',
+      method: 'POST',
+      path: '/tasks',
+      headers: json,
+      body: JSON.stringify({ ...valid(), user_id: pick(wrongValues.filter((v) => typeof v !== 'string' || v === '')) }),
+    }),
     () => ({ kind: 'wrong type: body', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify(pick([1, 'x', null, true, [valid()]])) }),
-    () => ({ kind: 'wrong type: input', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ type: 'agent', input: pick([1, 'x', null, [], { content: 5 }]) }) }),
-    () => ({ kind: 'unknown type', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ type: pick(['nope', 'AGENT', '../x', '', 7]), input: { content: 'x' } }) }),
-    () => ({ kind: 'bad priority', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ type: 'agent', input: { content: 'x' }, priority: pick(['urgent', 1, null, '']) }) }),
-    () => ({ kind: 'unknown field', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ ...valid(), [pick(['admin', '__proto__x', 'task_id', 'status', junk(5)])]: 1 }) }),
-    () => ({ kind: 'huge string', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ ...valid(), content: 'x'.repeat(BODY_LIMIT + int(BODY_LIMIT)) }) }),
+    () => ({
+      kind: 'wrong type: input',
+      method: 'POST',
+      path: '/tasks',
+      headers: json,
+      body: JSON.stringify({ type: 'agent', input: pick([1, 'x', null, [], { content: 5 }]) }),
+    }),
+    () => ({
+      kind: 'unknown type',
+      method: 'POST',
+      path: '/tasks',
+      headers: json,
+      body: JSON.stringify({ type: pick(['nope', 'AGENT', '../x', '', 7]), input: { content: 'x' } }),
+    }),
+    () => ({
+      kind: 'bad priority',
+      method: 'POST',
+      path: '/tasks',
+      headers: json,
+      body: JSON.stringify({ type: 'agent', input: { content: 'x' }, priority: pick(['urgent', 1, null, '']) }),
+    }),
+    () => ({
+      kind: 'unknown field',
+      method: 'POST',
+      path: '/tasks',
+      headers: json,
+      body: JSON.stringify({ ...valid(), [pick(['admin', '__proto__x', 'task_id', 'status', junk(5)])]: 1 }),
+    }),
+    () => ({
+      kind: 'huge string',
+      method: 'POST',
+      path: '/tasks',
+      headers: json,
+      body: JSON.stringify({ ...valid(), content: 'x'.repeat(BODY_LIMIT + int(BODY_LIMIT)) }),
+    }),
     () => ({ kind: 'huge user_id', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify({ ...valid(), user_id: 'u'.repeat(257 + int(5000)) }) }),
     () => {
       const depth = 100 + int(5000);
-      return { kind: 'deep nesting', method: 'POST', path: '/tasks', headers: json, body: `{"user_id":"u","content":${'['.repeat(depth)}${']'.repeat(depth)}}` };
+      return {
+        kind: 'deep nesting',
+        method: 'POST',
+        path: '/tasks',
+        headers: json,
+        body: `{"user_id":"u","content":${'['.repeat(depth)}${']'.repeat(depth)}}`,
+      };
     },
     () => ({ kind: 'empty body', method: 'POST', path: '/tasks', headers: json, body: pick(['', ' ', '\n']) }),
-    () => ({ kind: 'wrong content type', method: 'POST', path: '/tasks', headers: { 'content-type': pick(['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/jsonx']) }, body: JSON.stringify(valid()) }),
+    () => ({
+      kind: 'wrong content type',
+      method: 'POST',
+      path: '/tasks',
+      headers: { 'content-type': pick(['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/jsonx']) },
+      body: JSON.stringify(valid()),
+    }),
     () => ({ kind: 'no content type', method: 'POST', path: '/tasks', headers: {}, body: JSON.stringify(valid()) }),
-    () => ({ kind: 'invalid id', method: 'GET', path: `/tasks/${encodeURIComponent(pick([junk(1 + int(40)), 'abc', '0', randomUUID().slice(0, 35), `${randomUUID()}x`, '%00', '..']))}`, headers: {} }),
-    () => ({ kind: 'wrong method', method: pick(['PUT', 'PATCH']), path: pick(['/tasks', `/tasks/${randomUUID()}`, `/tasks/${randomUUID()}/events`]), headers: json, body: JSON.stringify(valid()) }),
-    () => ({ kind: 'bad list query', method: 'GET', path: `/tasks?${pick(['limit=0', 'limit=abc', 'limit=1000', 'status=finished', 'cursor=zzzz', `cursor=${encodeURIComponent(junk(8))}`, 'user_id=', 'type=AGENT'])}`, headers: {} }),
+    () => ({
+      kind: 'invalid id',
+      method: 'GET',
+      path: `/tasks/${encodeURIComponent(pick([junk(1 + int(40)), 'abc', '0', randomUUID().slice(0, 35), `${randomUUID()}x`, '%00', '..']))}`,
+      headers: {},
+    }),
+    () => ({
+      kind: 'wrong method',
+      method: pick(['PUT', 'PATCH']),
+      path: pick(['/tasks', `/tasks/${randomUUID()}`, `/tasks/${randomUUID()}/events`]),
+      headers: json,
+      body: JSON.stringify(valid()),
+    }),
+    () => ({
+      kind: 'bad list query',
+      method: 'GET',
+      path: `/tasks?${pick(['limit=0', 'limit=abc', 'limit=1000', 'status=finished', 'cursor=zzzz', `cursor=${encodeURIComponent(junk(8))}`, 'user_id=', 'type=AGENT'])}`,
+      headers: {},
+    }),
     () => {
       const wait = pick(['-1', 'abc', '100000', 'NaN', '1e9']);
       return rand() < 0.5
         ? { kind: 'bad wait', method: 'POST', path: `/tasks?wait=${wait}`, headers: json, body: JSON.stringify(valid()) }
         : { kind: 'bad wait', method: 'GET', path: `/tasks/${randomUUID()}?wait=${wait}`, headers: {} };
     },
-    () => ({ kind: 'bad Last-Event-ID', method: 'GET', path: `/tasks/${randomUUID()}/events`, headers: { 'last-event-id': pick(['x', '1', '-1-1', '1-2-3', '99999999999999999-0', 'abc-def']) } }),
+    () => ({
+      kind: 'bad Last-Event-ID',
+      method: 'GET',
+      path: `/tasks/${randomUUID()}/events`,
+      headers: { 'last-event-id': pick(['x', '1', '-1-1', '1-2-3', '99999999999999999-0', 'abc-def']) },
+    }),
     () => ({ kind: 'cancel unknown or invalid', method: 'DELETE', path: `/tasks/${pick([randomUUID(), 'abc', encodeURIComponent(junk(10))])}`, headers: {} }),
     () => ({ kind: 'unknown route', method: pick(['GET', 'POST']), path: pick(['/', '/task', '/tasks/a/b', `/${junk(3)}`]), headers: json, body: undefined }),
   ];
@@ -134,7 +203,11 @@ describe('fuzzing the API with malformed requests', () => {
     for await (const batch of redis.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) keys.push(...batch);
     expect(keys).toEqual([]);
     // And a valid request still works afterwards.
-    const ok = await fetch(`${api.url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user_id: 'u', content: 'after the storm' }) });
+    const ok = await fetch(`${api.url}/tasks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ user_id: 'u', content: 'after the storm' }),
+    });
     expect(ok.status).toBe(202);
   });
 });

@@ -46,7 +46,9 @@ describe.each(['kafka', 'rocketmq'] as const)('live tasks on %s', (broker) => {
     apiB = await startApi(env);
     worker = await startWorker('live-worker-1');
     const s = services();
-    resultBroker = await createResultBroker(broker === 'kafka' ? { kind: 'kafka', brokers: s.KAFKA_BROKERS.split(',') } : { kind: 'rocketmq', endpoint: s.MQ_ENDPOINT });
+    resultBroker = await createResultBroker(
+      broker === 'kafka' ? { kind: 'kafka', brokers: s.KAFKA_BROKERS.split(',') } : { kind: 'rocketmq', endpoint: s.MQ_ENDPOINT },
+    );
     results = await subscribeResults(resultBroker, { topic: names.result, group: downstreamGroup, onResult: (m) => void received.push(m) });
   });
 
@@ -63,7 +65,11 @@ describe.each(['kafka', 'rocketmq'] as const)('live tasks on %s', (broker) => {
   it('streams a task with the typed client, resuming on another API replica after Last-Event-ID mid-task', async () => {
     const a = new TaskClient({ baseUrl: apiA.url });
     const b = new TaskClient({ baseUrl: apiB.url });
-    const submitted = await a.submit({ type: 'agent', input: { content: 'one two three four five six seven eight nine ten eleven twelve', simulate_ms: 300 }, user_id: 'streamer' });
+    const submitted = await a.submit({
+      type: 'agent',
+      input: { content: 'one two three four five six seven eight nine ten eleven twelve', simulate_ms: 300 },
+      user_id: 'streamer',
+    });
     if (submitted.finished) throw new Error('the task should not have finished yet');
     const id = submitted.task_id;
 
@@ -111,7 +117,11 @@ describe.each(['kafka', 'rocketmq'] as const)('live tasks on %s', (broker) => {
     expect(cancelled.status).toBe('cancelled');
     const w = worker;
     if (!w) throw new Error('no worker');
-    const abortLine = await waitFor('the worker to abort the handler', () => w.records().find((r) => r.msg === 'cancel requested; aborting the handler' && r.task_id === id), { timeoutMs: 5000 });
+    const abortLine = await waitFor(
+      'the worker to abort the handler',
+      () => w.records().find((r) => r.msg === 'cancel requested; aborting the handler' && r.task_id === id),
+      { timeoutMs: 5000 },
+    );
     const abortMs = Date.parse(String(abortLine.time)) - sentAt;
     process.stderr.write(`[live ${broker}] cancel reached the handler ${abortMs} ms after DELETE\n`);
     expect(abortMs).toBeLessThan(1000);
@@ -137,11 +147,10 @@ describe.each(['kafka', 'rocketmq'] as const)('live tasks on %s', (broker) => {
     }
     const solo = await startWorker('live-worker-solo', { WORKER_CONCURRENCY: '1' });
     worker = solo;
-    await waitFor(
-      'the backlog to finish',
-      async () => (await Promise.all([...lane.keys()].map((id) => client.get(id)))).every((t) => t.status === 'done'),
-      { timeoutMs: 90_000, intervalMs: 500 },
-    );
+    await waitFor('the backlog to finish', async () => (await Promise.all([...lane.keys()].map((id) => client.get(id)))).every((t) => t.status === 'done'), {
+      timeoutMs: 90_000,
+      intervalMs: 500,
+    });
     const order = solo
       .records()
       .filter((r) => r.msg === 'task started' && lane.has(String(r.task_id)))
@@ -188,7 +197,11 @@ describe('retention', () => {
         'all finished',
         async () => {
           busy = busy.length > 0 ? busy : await keys();
-          const states = await Promise.all(ids.map((id) => fetch(`${api.url}/tasks/${id}`).then(async (r) => (r.status === 404 ? 'expired' : ((await r.json()) as { status: string }).status))));
+          const states = await Promise.all(
+            ids.map((id) =>
+              fetch(`${api.url}/tasks/${id}`).then(async (r) => (r.status === 404 ? 'expired' : ((await r.json()) as { status: string }).status)),
+            ),
+          );
           states.forEach((st, i) => seen.set(ids[i] ?? '', st === 'expired' ? (seen.get(ids[i] ?? '') ?? 'expired') : st));
           return states.every((st) => st === 'done' || st === 'expired');
         },

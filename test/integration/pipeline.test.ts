@@ -95,7 +95,11 @@ async function post(url: string, body: unknown, contentType = 'application/json'
 }
 
 describe.each(['kafka', 'rocketmq'] as const)('pipeline on %s', (broker) => {
-  const { prefix, names: base, env } = isolatedRun('e2e', broker, {
+  const {
+    prefix,
+    names: base,
+    env,
+  } = isolatedRun('e2e', broker, {
     KAFKA_PARTITIONS: '8',
     // Short enough that a killed worker's partitions and leases move on within seconds.
     KAFKA_SESSION_TIMEOUT_MS: '6000',
@@ -113,11 +117,15 @@ describe.each(['kafka', 'rocketmq'] as const)('pipeline on %s', (broker) => {
   let downstream: Downstream;
 
   beforeAll(async () => {
-    if (broker === 'rocketmq') await createRocketTopics([...names.requests, names.result, names.deadLetter], [...names.groups, names.downstream, `${names.downstream}-dlq`]);
+    if (broker === 'rocketmq')
+      await createRocketTopics([...names.requests, names.result, names.deadLetter], [...names.groups, names.downstream, `${names.downstream}-dlq`]);
     store = await redisStore({ keyPrefix: prefix });
     // The API creates the Kafka topics; start it first so consumers find them.
     api = await startApi(env);
-    workers = [startEntry('worker-a', 'run-worker.ts', { ...env, WORKER_ID: 'worker-a' }), startEntry('worker-b', 'run-worker.ts', { ...env, WORKER_ID: 'worker-b' })];
+    workers = [
+      startEntry('worker-a', 'run-worker.ts', { ...env, WORKER_ID: 'worker-a' }),
+      startEntry('worker-b', 'run-worker.ts', { ...env, WORKER_ID: 'worker-b' }),
+    ];
     await Promise.all(workers.map((w) => w.waitForLine(/worker started/)));
     downstream = broker === 'kafka' ? await kafkaDownstream(names.result, names.downstream) : await rocketDownstream(names.result, names.downstream);
   });
@@ -138,7 +146,11 @@ describe.each(['kafka', 'rocketmq'] as const)('pipeline on %s', (broker) => {
     await Promise.all(
       Array.from({ length: 20 }, async () => {
         for (let i = queue.shift(); i !== undefined; i = queue.shift()) {
-          const res = await post(api.url, { type: 'agent', user_id: `user-${i % 7}`, input: { content: `task ${i}: 机械键盘降价了, great discount`, simulate_ms: 25 } });
+          const res = await post(api.url, {
+            type: 'agent',
+            user_id: `user-${i % 7}`,
+            input: { content: `task ${i}: 机械键盘降价了, great discount`, simulate_ms: 25 },
+          });
           expect(res.status).toBe(202);
           ids.push(((await res.json()) as { task_id: string }).task_id);
         }
@@ -208,7 +220,10 @@ describe.each(['kafka', 'rocketmq'] as const)('pipeline on %s', (broker) => {
 
   it('sends a poison message and a task that fails every attempt to the dead-letter topic; the worker keeps running', async () => {
     const dlqTopic = names.deadLetter;
-    const dead = broker === 'kafka' ? await kafkaDownstream(dlqTopic, `${names.downstream}-dlq`, false) : await rocketDownstream(dlqTopic, `${names.downstream}-dlq`, false);
+    const dead =
+      broker === 'kafka'
+        ? await kafkaDownstream(dlqTopic, `${names.downstream}-dlq`, false)
+        : await rocketDownstream(dlqTopic, `${names.downstream}-dlq`, false);
     try {
       const { createBroker } = await import('../../common/wiring.ts');
       const { loadConfig } = await import('../../common/config.ts');
@@ -221,7 +236,9 @@ describe.each(['kafka', 'rocketmq'] as const)('pipeline on %s', (broker) => {
       }
       const res = await post(api.url, { type: 'agent', input: { content: 'doomed', fail_times: 99 }, user_id: 'dlq' });
       const { task_id } = (await res.json()) as { task_id: string };
-      await waitFor('the poison message and the failed task in the dead letters', () => dead.raw.has('poison-1') && dead.raw.has(task_id), { timeoutMs: 90_000 });
+      await waitFor('the poison message and the failed task in the dead letters', () => dead.raw.has('poison-1') && dead.raw.has(task_id), {
+        timeoutMs: 90_000,
+      });
       expect(dead.raw.get('poison-1')?.headers['dlq-code']).toBe('not_json');
       expect(dead.raw.get(task_id)?.headers['dlq-code']).toBe('handler_error');
       expect(await store.get(task_id)).toMatchObject({ status: 'failed', attempt: 3 });

@@ -33,7 +33,12 @@ describe('submission when the API dies between the two writes', () => {
     const api = await startApi(env);
     const worker = startEntry('worker', 'run-worker.ts', env);
     await worker.waitForLine(/worker started/);
-    const post = () => fetch(`${api.url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user_id: 'u', content: 'survive the crash' }) });
+    const post = () =>
+      fetch(`${api.url}/tasks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ user_id: 'u', content: 'survive the crash' }),
+      });
     expect((await post()).status).toBe(202); // the producer is connected
 
     const taskKeys = async () => {
@@ -43,7 +48,12 @@ describe('submission when the API dies between the two writes', () => {
     };
     paused = kafkaPids;
     for (const pid of paused) process.kill(pid, 'SIGSTOP');
-    const pending = Array.from({ length: IN_FLIGHT }, () => post().then((r) => r.status, () => 'no answer'));
+    const pending = Array.from({ length: IN_FLIGHT }, () =>
+      post().then(
+        (r) => r.status,
+        () => 'no answer',
+      ),
+    );
     await waitFor(`${IN_FLIGHT} records written while the publish hangs`, async () => (await taskKeys()).length >= IN_FLIGHT + 1);
     await api.child.stop('SIGKILL');
     const answers = await Promise.all(pending);
@@ -53,7 +63,10 @@ describe('submission when the API dies between the two writes', () => {
 
     const ids = (await taskKeys()).map((k) => k.slice(`${prefix}task:`.length));
     expect(ids).toHaveLength(IN_FLIGHT + 1);
-    await waitFor('every written task done', async () => (await Promise.all(ids.map((id) => store.get(id)))).every((t) => t?.status === 'done'), { timeoutMs: 90_000, intervalMs: 250 });
+    await waitFor('every written task done', async () => (await Promise.all(ids.map((id) => store.get(id)))).every((t) => t?.status === 'done'), {
+      timeoutMs: 90_000,
+      intervalMs: 250,
+    });
     const relayed = worker.records().filter((r) => r.msg === 'relay: published a queued task').length;
     process.stderr.write(`[submission] ${IN_FLIGHT} tasks written by an API killed mid-publish: all done; ${relayed} published by the worker's relay\n`);
     await store.close();

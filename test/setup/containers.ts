@@ -29,7 +29,13 @@ export async function startContainers(log: (m: string) => void): Promise<{ env: 
     started.push(namesrv);
     // The proxy must hand out the address the client used, not its container address.
     const proxyConf = JSON.stringify({ rocketMQClusterName: 'DefaultCluster', useEndpointPortFromRequest: true });
-    const brokerConf = ['brokerClusterName=DefaultCluster', 'brokerName=broker-a', 'brokerId=0', 'autoCreateTopicEnable=true', 'autoCreateSubscriptionGroup=true'].join('\n');
+    const brokerConf = [
+      'brokerClusterName=DefaultCluster',
+      'brokerName=broker-a',
+      'brokerId=0',
+      'autoCreateTopicEnable=true',
+      'autoCreateSubscriptionGroup=true',
+    ].join('\n');
     const broker = await new GenericContainer(ROCKETMQ_IMAGE)
       .withNetwork(network)
       .withEnvironment({ NAMESRV_ADDR: 'namesrv:9876' })
