@@ -3,7 +3,7 @@
  * It needs only fetch (Node 20+, browsers, any runtime with web streams); the result-topic
  * subscriber for downstream services is in results.ts.
  */
-import { backoffMs } from '../common/backoff.ts';
+import { backoffMs, sleep as pause } from '../common/backoff.ts';
 import type { Priority, TaskError, TaskStatus } from '../common/task.ts';
 import { parseSse, type SseMessage } from './sse.ts';
 
@@ -462,17 +462,7 @@ async function toApiError(res: Response): Promise<TaskApiError> {
 /** Resolves after `ms`, or rejects with the signal's reason as soon as it aborts. */
 async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   signal?.throwIfAborted();
-  if (ms > 0) {
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal?.addEventListener('abort', done, { once: true });
-    });
-  }
+  if (ms > 0) await pause(ms, signal);
   signal?.throwIfAborted();
 }
 

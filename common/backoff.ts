@@ -1,9 +1,18 @@
 /**
+ * The one retry module: backoff formulas, `retrying`, and `sleep`.
+ */
+
+/** Exponential steps without jitter: base, 2 × base, 4 × base, … at most `maxMs`. */
+export function exponentialMs(attempt: number, baseMs: number, maxMs: number): number {
+  return Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt - 1));
+}
+
+/**
  * Exponential backoff with "equal jitter": half of the step is fixed, half random, so
  * retries of many tasks that failed together spread out but never come back at once.
  */
 export function backoffMs(attempt: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
-  const step = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt - 1));
+  const step = exponentialMs(attempt, baseMs, maxMs);
   return Math.round(step / 2 + (random() * step) / 2);
 }
 
@@ -17,7 +26,21 @@ export async function retrying<T>(
       return await fn();
     } catch (err) {
       if (attempt >= opts.tries || !opts.retriable(err)) throw err;
-      await new Promise((r) => setTimeout(r, backoffMs(attempt, opts.baseMs, opts.maxMs)));
+      await sleep(backoffMs(attempt, opts.baseMs, opts.maxMs));
     }
   }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts (it never rejects). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }

@@ -1,7 +1,7 @@
 /**
- * `npm run infra -- up [redis] [kafka] [rocketmq]` starts private services on free loopback
- * ports (default: redis kafka) and prints their settings as KEY=VALUE lines, usable as .env;
- * `npm run infra -- down` stops them; `status` shows what runs.
+ * `npm run infra -- up [redis] [redis-cluster] [kafka] [rocketmq]` starts private services on
+ * free loopback ports (default: redis kafka) and prints their settings as KEY=VALUE lines,
+ * usable as .env; `npm run infra -- down` stops them; `status` shows what runs.
  */
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,10 +12,14 @@ const STATE_DIR = join(CACHE_DIR, 'infra');
 const STATE_FILE = join(STATE_DIR, 'state.json');
 const log = (msg: string) => process.stderr.write(`${msg}\n`);
 
+/** The recorded services with at least one live process (see `healthy`). */
 function readState(): ServiceHandle[] {
   if (!existsSync(STATE_FILE)) return [];
-  return (JSON.parse(readFileSync(STATE_FILE, 'utf8')) as ServiceHandle[]).filter((h) => h.pids.every(isAlive));
+  return (JSON.parse(readFileSync(STATE_FILE, 'utf8')) as ServiceHandle[]).filter((h) => h.pids.some(isAlive));
 }
+
+/** All of a service's processes run; one with some gone (a crashed cluster node) is stopped by `up` and `down`. */
+const healthy = (h: ServiceHandle) => h.pids.every(isAlive);
 
 function writeState(handles: ServiceHandle[]): void {
   ensureDir(STATE_DIR);
@@ -24,10 +28,15 @@ function writeState(handles: ServiceHandle[]): void {
 
 function printEnv(handles: ServiceHandle[]): void {
   const env = envOf(handles);
-  const brokers = handles.filter((h) => h.name !== 'redis').map((h) => h.name);
+  const brokers = handles.filter((h) => h.name !== 'redis' && h.name !== 'redis-cluster').map((h) => h.name);
   const lines = Object.entries(env).map(([k, v]) => `${k}=${v}`);
   if (brokers.length === 1) lines.unshift(`BROKER=${brokers[0]}`);
   else if (brokers.length > 1) lines.unshift(`# BROKER=${brokers.join(' or BROKER=')}`);
+  // The product reaches a cluster through REDIS_URL and REDIS_CLUSTER=true.
+  const cluster = handles.find((h) => h.name === 'redis-cluster')?.env.REDIS_CLUSTER_URL;
+  const productCluster = [`REDIS_URL=${cluster}`, 'REDIS_CLUSTER=true'];
+  if (cluster && !handles.some((h) => h.name === 'redis')) lines.push(...productCluster);
+  else if (cluster) lines.push(`# for the cluster instead of REDIS_HOST/REDIS_PORT: ${productCluster.join(' ')}`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
@@ -36,7 +45,11 @@ async function main(argv: string[]): Promise<void> {
   switch (cmd) {
     case 'up': {
       const wanted = parseServiceNames(rest.length > 0 ? rest : ['redis', 'kafka']);
-      const running = readState();
+      const recorded = readState();
+      const broken = recorded.filter((h) => !healthy(h));
+      for (const h of broken) log(`${h.name} is partly down (pids ${h.pids.filter((p) => !isAlive(p)).join(', ')} gone): stopping the rest`);
+      await stopServices(broken);
+      const running = recorded.filter(healthy);
       const missing = wanted.filter((n) => !running.some((h) => h.name === n));
       for (const h of running) if (wanted.includes(h.name)) log(`${h.name} already running (pids ${h.pids.join(', ')})`);
       const runDir = ensureDir(join(STATE_DIR, `run-${Date.now()}`));
@@ -56,13 +69,15 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'status':
     case 'env': {
-      const running = readState();
+      const recorded = readState();
+      for (const h of recorded.filter((r) => !healthy(r))) log(`${h.name} is partly down (pids ${h.pids.filter((p) => !isAlive(p)).join(', ')} gone)`);
+      const running = recorded.filter(healthy);
       if (running.length === 0) log('nothing is running; start with: npm run infra -- up redis kafka');
       else printEnv(running);
       return;
     }
     default:
-      log('usage: npm run infra -- up [redis] [kafka] [rocketmq] | down | status');
+      log('usage: npm run infra -- up [redis] [redis-cluster] [kafka] [rocketmq] | down | status');
       if (cmd !== 'help') process.exitCode = 2;
   }
 }

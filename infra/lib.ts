@@ -5,6 +5,7 @@
  * Services are started detached (own process group) so `npm run infra -- up` can exit
  * and leave them running; `down` (or the test teardown) kills the whole group.
  */
+import { sleep } from '../common/backoff.ts';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { existsSync, mkdirSync, openSync, readFileSync, closeSync } from 'node:fs';
@@ -15,8 +16,8 @@ export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** Git-ignored folder for downloaded jars, service data and logs. */
 export const CACHE_DIR = join(REPO_ROOT, '.cache');
 
-export type ServiceName = 'redis' | 'kafka' | 'rocketmq';
-export const SERVICE_NAMES: readonly ServiceName[] = ['redis', 'kafka', 'rocketmq'];
+export type ServiceName = 'redis' | 'redis-cluster' | 'kafka' | 'rocketmq';
+export const SERVICE_NAMES: readonly ServiceName[] = ['redis', 'redis-cluster', 'kafka', 'rocketmq'];
 
 /** What a started service leaves behind: its settings and the process groups to stop. */
 export interface ServiceHandle {
@@ -96,8 +97,6 @@ export function isAlive(pid: number): boolean {
     return false;
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Waits until `logFile` contains `needle`. Fails early when the process exits, and with

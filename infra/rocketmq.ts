@@ -10,6 +10,7 @@
  * the proxy's gRPC and remoting servers and the broker's HA port always bind the wildcard
  * address in 5.3.3 (no setting), so they are reachable from outside unless a firewall says no.
  */
+import { sleep } from '../common/backoff.ts';
 import { execFileSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -67,8 +68,6 @@ async function pickPort(taken: Set<number>, below = 0): Promise<number> {
   }
   throw new Error('could not find free loopback ports for RocketMQ');
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Runs one MQAdminStartup command. Its output says " success." once the broker has answered;

@@ -1,10 +1,19 @@
 /** Starting and stopping sets of local services; shared by the CLI and the test setup. */
 import { startKafka } from './kafka.ts';
 import { SERVICE_NAMES, stopService, type ServiceHandle, type ServiceName, type ServiceStarter, type StartContext } from './lib.ts';
+import { startRedisCluster } from './redis-cluster.ts';
 import { startRedis } from './redis.ts';
 import { startRocketmq } from './rocketmq.ts';
 
-export const STARTERS: Record<ServiceName, ServiceStarter> = { redis: startRedis, kafka: startKafka, rocketmq: startRocketmq };
+export const STARTERS: Record<ServiceName, ServiceStarter> = {
+  redis: startRedis,
+  'redis-cluster': startRedisCluster,
+  kafka: startKafka,
+  rocketmq: startRocketmq,
+};
+
+/** Started one after the other before the JVM services: they need no JVM and are ready in a second. */
+const QUICK: readonly ServiceName[] = ['redis', 'redis-cluster'];
 
 export function parseServiceNames(args: string[]): ServiceName[] {
   const bad = args.filter((a) => !(SERVICE_NAMES as readonly string[]).includes(a));
@@ -13,15 +22,15 @@ export function parseServiceNames(args: string[]): ServiceName[] {
 }
 
 /**
- * Starts `names`: Redis first (it is quick), then the JVM services side by side. If one
+ * Starts `names`: Redis and the Redis Cluster first (they are quick), then the JVM services side by side. If one
  * fails, the ones already started are stopped and the error names the failing service.
  */
 export async function startServices(names: ServiceName[], ctx: StartContext): Promise<ServiceHandle[]> {
   const started: ServiceHandle[] = [];
   const order = [...new Set(names)];
   try {
-    if (order.includes('redis')) started.push(await STARTERS.redis(ctx));
-    const jvms = order.filter((n) => n !== 'redis');
+    for (const n of QUICK) if (order.includes(n)) started.push(await STARTERS[n](ctx));
+    const jvms = order.filter((n) => !QUICK.includes(n));
     const results = await Promise.allSettled(jvms.map((n) => STARTERS[n](ctx)));
     const failures: string[] = [];
     results.forEach((r, i) => {

@@ -1,22 +1,27 @@
 /**
  * Apache Kafka adapter (kafkajs).
  *
- * - Publishing: one idempotent producer per broker, acks=all.
+ * - Publishing: one idempotent producer per broker, acks=all. Concurrent publishes are
+ *   coalesced into one `sendBatch` (common/batcher.ts): each caller resolves once the broker
+ *   acknowledged the batch that carried its message, and a failed batch fails each caller.
  * - Consuming: eachMessage only hands the message to a pool of `concurrency` slots and
  *   returns, so the fetch loop (and with it the group heartbeats) keeps going while a task
  *   runs for minutes. When every slot is busy, eachMessage waits and heartbeats meanwhile.
- * - Offsets are committed by hand, up to the first unfinished offset of each partition.
+ * - Offsets are committed by hand, up to the first unfinished offset of each partition; the
+ *   commits that come while one is in flight are merged into the next (the highest per partition).
  * - A handler that throws: the message is published again to the same topic with an
  *   `x-attempt` header one higher (after a backoff) and its offset is then finished, so a
  *   failing message never blocks its partition.
  */
-import { Kafka, logLevel, type Admin, type Consumer, type IHeaders, type LogEntry, type Producer } from 'kafkajs';
+import { Kafka, logLevel, type Admin, type Consumer, type IHeaders, type LogEntry, type Message, type Producer } from 'kafkajs';
+import { Batcher } from '../batcher.ts';
 import { UnavailableError, errorMessage, withTimeout } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { OffsetTracker, Slots } from './offset-tracker.ts';
 import type { Broker, CloseOptions, Delivery, DeliveryHandler, OutgoingMessage, SubscribeOptions, Subscription } from './port.ts';
-import { drainHandlers, redeliveryDelayMs } from './port.ts';
+import { sleep } from '../backoff.ts';
+import { drainHandlers, messageBytes, redeliveryDelayMs, type BrokerStats } from './port.ts';
 
 export const ATTEMPT_HEADER = 'x-attempt';
 export const TAG_HEADER = 'tag';
@@ -30,10 +35,12 @@ export interface KafkaBrokerOptions {
   sessionTimeoutMs?: number;
   /** Timeout of ping and of topic creation. Default 5000 ms. */
   opTimeoutMs?: number;
+  /** Most messages in one produce request. Default 500. */
+  maxBatch?: number;
+  /** Most bytes of message bodies in one produce request; keep it under the broker's message.max.bytes. Default 512 KiB. */
+  maxBatchBytes?: number;
   logger?: Logger;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function headersToRecord(h: IHeaders | undefined): Record<string, string> {
   const out: Record<string, string> = {};
@@ -57,7 +64,9 @@ export class KafkaBroker implements Broker {
   private admin: Admin | undefined;
   private adminReady: Promise<Admin> | undefined;
   private readonly subs = new Set<Subscription>();
+  private readonly publisher: Batcher<{ topic: string; message: Message }>;
   private closed = false;
+  readonly stats: BrokerStats = { requests: 0 };
 
   constructor(opts: KafkaBrokerOptions) {
     this.logger = opts.logger ?? silentLogger;
@@ -81,11 +90,33 @@ export class KafkaBroker implements Broker {
           else log.debug(`kafkajs: ${message}`, fields);
         },
     });
+    this.publisher = new Batcher({
+      maxBatch: opts.maxBatch ?? 500,
+      maxBatchBytes: opts.maxBatchBytes ?? 512 * 1024,
+      weigh: (m) => messageBytes(m.message.value as string),
+      send: async (items) => {
+        const producer = await this.getProducer();
+        const byTopic = new Map<string, Message[]>();
+        for (const { topic, message } of items) {
+          const list = byTopic.get(topic);
+          if (list) list.push(message);
+          else byTopic.set(topic, [message]);
+        }
+        await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+        return items.map(() => undefined);
+      },
+    });
   }
+
+  /** Counts every protocol request our clients send (produce, fetch, commit, heartbeat, metadata). */
+  private readonly countRequest = () => {
+    this.stats.requests++;
+  };
 
   private getProducer(): Promise<Producer> {
     this.producerReady ??= (async () => {
       const p = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+      p.on(p.events.REQUEST, this.countRequest);
       this.producer = p;
       await p.connect();
       return p;
@@ -99,6 +130,7 @@ export class KafkaBroker implements Broker {
   private getAdmin(): Promise<Admin> {
     this.adminReady ??= (async () => {
       const a = this.kafka.admin();
+      a.on(a.events.REQUEST, this.countRequest);
       this.admin = a;
       await a.connect();
       return a;
@@ -132,8 +164,7 @@ export class KafkaBroker implements Broker {
     if (this.closed) throw new Error('kafka broker is closed');
     const headers: Record<string, string> = { ...message.headers };
     if (message.tag !== undefined) headers[TAG_HEADER] = message.tag;
-    const producer = await this.getProducer();
-    await producer.send({ topic, acks: -1, messages: [{ key: message.key, value: message.body, headers }] });
+    await this.publisher.add({ topic, message: { key: message.key, value: message.body, headers } });
   }
 
   async subscribe(topic: string, group: string, handler: DeliveryHandler, opts: SubscribeOptions = {}): Promise<Subscription> {
@@ -147,21 +178,31 @@ export class KafkaBroker implements Broker {
       maxWaitTimeInMs: 500,
       allowAutoTopicCreation: false,
     });
+    consumer.on(consumer.events.REQUEST, this.countRequest);
     const slots = new Slots(opts.concurrency ?? 1);
     const trackers = new Map<number, OffsetTracker>();
     const running = new Set<Promise<void>>();
     let stopping = false;
-    let commits: Promise<void> = Promise.resolve();
-
-    const commit = (partition: number, offset: bigint) => {
-      commits = commits
-        .then(() => consumer.commitOffsets([{ topic, partition, offset: offset.toString() }]))
-        // Fails when the partition moved to another member in a rebalance; that member
+    // One commit in flight at a time; the offsets finished meanwhile wait here, the highest
+    // per partition, and go in the next commit.
+    const due = new Map<number, bigint>();
+    let commits: Promise<void> | undefined;
+    const flushCommits = async () => {
+      while (due.size > 0) {
+        const offsets = [...due].map(([partition, offset]) => ({ topic, partition, offset: offset.toString() }));
+        due.clear();
+        // Fails when a partition moved to another member in a rebalance; that member
         // re-reads from the last commit and the idempotent claim drops what is finished.
-        .catch((err: unknown) => log.debug('offset commit failed', { partition, offset: offset.toString(), err: errorMessage(err) }));
+        await consumer.commitOffsets(offsets).catch((err: unknown) => log.debug('offset commit failed', { offsets, err: errorMessage(err) }));
+      }
+      commits = undefined;
+    };
+    const commit = (partition: number, offset: bigint) => {
+      if ((due.get(partition) ?? -1n) < offset) due.set(partition, offset);
+      commits ??= flushCommits();
     };
 
-    const process = async (partition: number, offset: bigint, d: Delivery): Promise<void> => {
+    const runDelivery = async (partition: number, offset: bigint, d: Delivery): Promise<void> => {
       const tracker = trackers.get(partition);
       try {
         await handler(d);
@@ -213,7 +254,7 @@ export class KafkaBroker implements Broker {
           headers: userHeaders,
           attempt: Number.isFinite(attempt) && attempt >= 1 ? attempt : 1,
         };
-        const run = process(partition, offset, d).finally(() => {
+        const run = runDelivery(partition, offset, d).finally(() => {
           slots.release();
           running.delete(run);
         });
@@ -268,8 +309,9 @@ export class KafkaBroker implements Broker {
   async close(opts?: CloseOptions): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    // Every step runs even if one fails.
+    // Every step runs even if one fails. Subscriptions first: their handlers may still publish.
     await Promise.allSettled([...this.subs].map((s) => s.close(opts)));
+    await this.publisher.close();
     await Promise.allSettled([this.producer?.disconnect(), this.admin?.disconnect()]);
   }
 }

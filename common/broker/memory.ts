@@ -3,7 +3,7 @@
  * group; a group hands each message to one member at a time, round-robin among members with
  * a free slot; a throw or a member that leaves without finishing puts the message back.
  */
-import type { Broker, CloseOptions, Delivery, DeliveryHandler, OutgoingMessage, SubscribeOptions, Subscription } from './port.ts';
+import type { Broker, BrokerStats, CloseOptions, Delivery, DeliveryHandler, OutgoingMessage, SubscribeOptions, Subscription } from './port.ts';
 import { drainHandlers, redeliveryDelayMs as defaultDelay } from './port.ts';
 
 interface Pending {
@@ -126,6 +126,8 @@ export interface MemoryBrokerOptions {
 
 export class MemoryBroker implements Broker {
   readonly kind = 'memory' as const;
+  /** Nothing goes over a network: no requests to count. */
+  readonly stats: BrokerStats = { requests: 0 };
   readonly bus: MemoryBus;
   private readonly ownsBus: boolean;
   private readonly subs = new Set<Subscription>();

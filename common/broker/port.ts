@@ -3,6 +3,7 @@
  * resolves acknowledges its message; one that throws asks for redelivery. No offsets or
  * receipt handles cross this line: adapters own them.
  */
+import { exponentialMs } from '../backoff.ts';
 
 export interface OutgoingMessage {
   /** Partitioning / lookup key: the task id. RocketMQ: keys=[key]. */
@@ -49,8 +50,15 @@ export interface Subscription {
   readonly inFlight: number;
 }
 
+/** Counters since the broker was made, for the process statistics. */
+export interface BrokerStats {
+  /** Requests sent to the broker (publish batches, fetches or receives, acks or commits, ...). */
+  requests: number;
+}
+
 export interface Broker {
   readonly kind: 'memory' | 'kafka' | 'rocketmq';
+  readonly stats: BrokerStats;
   /**
    * The dead-letter topic of a consumer group: RocketMQ's `%DLQ%<group>` (where the broker
    * itself also moves messages after the group's max retries), `<group>.DLQ` elsewhere.
@@ -67,8 +75,11 @@ export interface Broker {
   close(opts?: CloseOptions): Promise<void>;
 }
 
+/** UTF-8 size of a body, for batch limits. */
+export const messageBytes = (body: string): number => Buffer.byteLength(body, 'utf8');
+
 /** Exponential backoff before a failed delivery comes back: 200 ms, 400 ms, … at most 5 s. */
-export const redeliveryDelayMs = (attempt: number): number => Math.min(200 * 2 ** Math.max(0, attempt - 1), 5000);
+export const redeliveryDelayMs = (attempt: number): number => exponentialMs(attempt, 200, 5000);
 
 /**
  * Waits for a subscription's running handlers, at most `graceMs` (default 30 000 ms).

@@ -9,12 +9,13 @@
  *   group's max retries RocketMQ moves the message to %DLQ%<group> itself.
  * - The client's startup() waits for ever when the proxy is down: it is bounded here.
  */
+import { exponentialMs, sleep } from '../backoff.ts';
 import { format } from 'node:util';
 import { FilterExpression, Producer, SimpleConsumer, type ILogger, type MessageView } from 'rocketmq-client-nodejs';
 import { UnavailableError, errorMessage, withTimeout } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
-import type { Broker, CloseOptions, Delivery, DeliveryHandler, OutgoingMessage, SubscribeOptions, Subscription } from './port.ts';
+import type { Broker, BrokerStats, CloseOptions, Delivery, DeliveryHandler, OutgoingMessage, SubscribeOptions, Subscription } from './port.ts';
 import { drainHandlers, redeliveryDelayMs } from './port.ts';
 
 export interface RocketMqBrokerOptions {
@@ -60,7 +61,6 @@ function clientLogger(log: Logger): ILogger {
   };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The proxy's default minimum invisible duration for a receive. */
 export const MIN_INVISIBLE_MS = 10_000;
@@ -73,6 +73,8 @@ export class RocketMqBroker implements Broker {
   private producerReady: Promise<Producer> | undefined;
   private readonly subs = new Set<Subscription>();
   private closed = false;
+  /** Our own calls to the proxy (sends, receives, acks, invisible-duration changes); not the client's heartbeats. */
+  readonly stats: BrokerStats = { requests: 0 };
 
   constructor(opts: RocketMqBrokerOptions) {
     this.logger = (opts.logger ?? silentLogger).child({ broker: 'rocketmq' });
@@ -134,6 +136,7 @@ export class RocketMqBroker implements Broker {
   async publish(topic: string, message: OutgoingMessage): Promise<void> {
     if (this.closed) throw new Error('rocketmq broker is closed');
     const producer = await this.getProducer();
+    this.stats.requests++;
     await producer.send({
       topic,
       body: Buffer.from(message.body, 'utf8'),
@@ -161,7 +164,7 @@ export class RocketMqBroker implements Broker {
     let stopping = false;
     let wake: (() => void) | undefined;
 
-    const process = async (mv: MessageView): Promise<void> => {
+    const runDelivery = async (mv: MessageView): Promise<void> => {
       // Keep the message invisible to the rest of the group while its handler runs.
       let renewing: Promise<void> = Promise.resolve();
       const renew = setInterval(
@@ -185,6 +188,7 @@ export class RocketMqBroker implements Broker {
         await renewing;
       }
       try {
+        this.stats.requests++;
         if (ok) await consumer.ack(mv);
         else await consumer.changeInvisibleDuration(mv, redeliveryDelayMs(d.attempt));
       } catch (err) {
@@ -203,12 +207,13 @@ export class RocketMqBroker implements Broker {
         }
         let batch: MessageView[];
         try {
+          this.stats.requests++;
           batch = await consumer.receive(Math.min(free, 32), invisibleMs);
           failures = 0;
         } catch (err) {
           failures++;
           if (failures === 1 || failures % 30 === 0) log.warn('receive failed; retrying', { err: errorMessage(err), failures });
-          await sleep(Math.min(200 * 2 ** Math.min(failures, 4), 3000));
+          await sleep(exponentialMs(failures + 1, 200, 3000));
           continue;
         }
         for (const mv of batch) {
@@ -217,7 +222,7 @@ export class RocketMqBroker implements Broker {
             void consumer.changeInvisibleDuration(mv, 1000).catch(() => undefined);
             continue;
           }
-          const run = process(mv).finally(() => {
+          const run = runDelivery(mv).finally(() => {
             running.delete(run);
             wake?.();
           });

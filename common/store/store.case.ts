@@ -2,12 +2,12 @@
  * Store conformance cases: every TaskStore adapter runs these (memory in unit tests, Redis
  * in integration tests). Each case uses fresh random task ids.
  */
+import { sleep } from '../backoff.ts';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NewTask } from '../task.ts';
 import type { ListCursor, TaskStore, TaskStoreOptions } from './port.ts';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function newTask(over: Partial<NewTask> = {}): NewTask {
   return { id: randomUUID(), type: 'agent', input: { content: 'hi' }, userId: 'u1', priority: 'normal', maxAttempts: 3, createdAt: Date.now(), ...over };

@@ -2,19 +2,48 @@
  * The testcontainers path of the test setup (TEST_INFRA=containers, or a Docker engine
  * answers): Redis, Kafka (KRaft) and RocketMQ 5 (name server + broker with proxy) in
  * containers. Not exercised on our own CI machines, which have no Docker engine.
+ *
+ * The Redis Cluster comes from the local launcher even here: cluster nodes in containers tell
+ * clients their container addresses, which a client on the host cannot follow.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { KafkaContainer } from '@testcontainers/kafka';
 import { RedisContainer } from '@testcontainers/redis';
-import { GenericContainer, Network, Wait, type StartedTestContainer } from 'testcontainers';
+import { GenericContainer, Network, Wait, type StartedNetwork, type StartedTestContainer } from 'testcontainers';
+import { CACHE_DIR, ensureDir, stopService, type ServiceHandle } from '../../infra/lib.ts';
+import { startRedisCluster } from '../../infra/redis-cluster.ts';
 import type { ServiceEnv } from './services.ts';
 
 const ROCKETMQ_IMAGE = 'apache/rocketmq:5.3.3';
 const PROXY_PORT = 8081;
 
 export async function startContainers(log: (m: string) => void): Promise<{ env: ServiceEnv; stop: () => Promise<void> }> {
-  const started: StartedTestContainer[] = [];
-  const network = await new Network().start();
+  // First, as it fails fast when redis-server is missing, before any image is pulled.
+  const runDir = mkdtempSync(join(ensureDir(join(CACHE_DIR, 'test-runs')), 'run-'));
+  let cluster: ServiceHandle;
   try {
+    cluster = await startRedisCluster({ runDir, log });
+  } catch (err) {
+    rmSync(runDir, { recursive: true, force: true });
+    throw new Error(
+      `integration tests need a Redis Cluster, which TEST_INFRA=containers also starts locally, and could not start it ` +
+        `(needs redis-server and redis-cli on PATH): ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
+  const started: StartedTestContainer[] = [];
+  let network: StartedNetwork | undefined;
+  const stop = async () => {
+    try {
+      await Promise.allSettled(started.reverse().map((c) => c.stop()));
+      await network?.stop();
+    } finally {
+      await stopService(cluster);
+      rmSync(runDir, { recursive: true, force: true });
+    }
+  };
+  try {
+    network = await new Network().start();
     const redis = await new RedisContainer('redis:7.2-alpine').start();
     started.push(redis);
     const kafka = await new KafkaContainer('confluentinc/cp-kafka:7.7.1').withKraft().start();
@@ -55,18 +84,13 @@ export async function startContainers(log: (m: string) => void): Promise<{ env: 
       MQ_ENDPOINT: `${broker.getHost()}:${broker.getMappedPort(PROXY_PORT)}`,
       ROCKETMQ_NAMESRV: `${namesrv.getHost()}:${namesrv.getMappedPort(9876)}`,
       ROCKETMQ_CONTAINER: broker.getId(),
+      REDIS_CLUSTER_URL: cluster.env.REDIS_CLUSTER_URL ?? '',
+      REDIS_CLUSTER_NODES: cluster.env.REDIS_CLUSTER_NODES ?? '',
     };
     log(`containers ready: ${JSON.stringify(env)}`);
-    return {
-      env,
-      stop: async () => {
-        await Promise.allSettled(started.reverse().map((c) => c.stop()));
-        await network.stop();
-      },
-    };
+    return { env, stop };
   } catch (err) {
-    await Promise.allSettled(started.reverse().map((c) => c.stop()));
-    await network.stop();
+    await stop();
     throw err;
   }
 }

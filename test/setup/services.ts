@@ -1,11 +1,13 @@
 /**
- * Global setup of the integration tests: real Redis, Kafka and RocketMQ for the whole run.
+ * Global setup of the integration tests: real Redis, a 3-master Redis Cluster, Kafka and
+ * RocketMQ for the whole run.
  *
  * TEST_INFRA picks where they come from:
  *  - `local` (default without Docker): the launchers of `npm run infra`, on free loopback ports;
- *  - `containers` (default when a Docker engine answers): testcontainers;
- *  - `external`: endpoints already running, from REDIS_HOST/REDIS_PORT, KAFKA_BROKERS,
- *    MQ_ENDPOINT and ROCKETMQ_NAMESRV.
+ *  - `containers` (default when a Docker engine answers): testcontainers, but the Redis Cluster
+ *    from the local launcher (it needs only redis-server and redis-cli);
+ *  - `external`: endpoints already running, from REDIS_HOST/REDIS_PORT, REDIS_CLUSTER_URL
+ *    (and optionally REDIS_CLUSTER_NODES), KAFKA_BROKERS, MQ_ENDPOINT and ROCKETMQ_NAMESRV.
  * If the services cannot be had, the run fails here with the reason: never a silent skip.
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -18,6 +20,10 @@ import { envOf, startServices, stopServices } from '../../infra/services.ts';
 export interface ServiceEnv {
   REDIS_HOST: string;
   REDIS_PORT: string;
+  /** redis://host:port of one node of the Redis Cluster; the client discovers the others. */
+  REDIS_CLUSTER_URL: string;
+  /** host:port of every node, comma-separated (external mode: REDIS_CLUSTER_URL's node unless set). */
+  REDIS_CLUSTER_NODES: string;
   KAFKA_BROKERS: string;
   MQ_ENDPOINT: string;
   ROCKETMQ_NAMESRV: string;
@@ -52,6 +58,15 @@ function required(names: string[]): Record<string, string> {
   return Object.fromEntries(names.map((n) => [n, process.env[n] ?? '']));
 }
 
+/** `host:port` of a redis:// URL. */
+function clusterNodeOf(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    throw new Error(`TEST_INFRA=external needs REDIS_CLUSTER_URL as redis://host:port, not ${url}`);
+  }
+}
+
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const mode = process.env.TEST_INFRA ?? ((await dockerAnswers()) ? 'containers' : 'local');
   const log = (m: string) => process.stderr.write(`[services] ${m}\n`);
@@ -59,7 +74,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('servicePids', {});
 
   if (mode === 'external') {
-    project.provide('services', required(['REDIS_HOST', 'REDIS_PORT', 'KAFKA_BROKERS', 'MQ_ENDPOINT', 'ROCKETMQ_NAMESRV']) as ServiceEnv);
+    const env = required(['REDIS_HOST', 'REDIS_PORT', 'REDIS_CLUSTER_URL', 'KAFKA_BROKERS', 'MQ_ENDPOINT', 'ROCKETMQ_NAMESRV']);
+    env.REDIS_CLUSTER_NODES = process.env.REDIS_CLUSTER_NODES || clusterNodeOf(env.REDIS_CLUSTER_URL ?? '');
+    project.provide('services', env as ServiceEnv);
     return () => Promise.resolve();
   }
   if (mode === 'containers') {
@@ -74,11 +91,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const began = Date.now();
   let handles: ServiceHandle[];
   try {
-    handles = await startServices(['redis', 'kafka', 'rocketmq'], { runDir, log });
+    handles = await startServices(['redis', 'redis-cluster', 'kafka', 'rocketmq'], { runDir, log });
   } catch (err) {
     throw new Error(
-      `integration tests need Redis, Kafka and RocketMQ and could not start them locally ` +
-        `(needs redis-server, java 17+ and mvn on PATH; or a Docker engine with TEST_INFRA=containers): ` +
+      `integration tests need Redis, a Redis Cluster, Kafka and RocketMQ and could not start them locally ` +
+        `(needs redis-server, redis-cli, java 17+ and mvn on PATH; or a Docker engine with TEST_INFRA=containers): ` +
         `${err instanceof Error ? err.message : String(err)}`,
     );
   }

@@ -22,4 +22,4 @@ export async function waitFor<T>(
   }
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export { sleep } from '../../common/backoff.ts';

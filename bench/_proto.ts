@@ -1,0 +1,13 @@
+import { Queue, Worker } from 'bullmq';
+import { createClient } from 'redis';
+const conn = () => createClient({ socket: { host: '127.0.0.1', port: 6499 } });
+const q = new Queue('p', { connection: conn(), prefix: 'bx' });
+const w = new Worker('p', async (job) => { await job.updateProgress(10); await job.log('hi'); return { ok: job.data }; }, { connection: conn(), prefix: 'bx', concurrency: 4 });
+await w.waitUntilReady();
+const t0 = Date.now();
+const j = await q.add('agent', { content: 'x' }, { attempts: 3 });
+console.log('added', j.id, Date.now() - t0);
+await new Promise((r) => setTimeout(r, 300));
+const g = await q.getJob(j.id!);
+console.log(g?.processedOn, g?.finishedOn, g?.returnvalue, g?.progress, g?.attemptsMade, g?.timestamp);
+await w.close(); await q.close();
