@@ -37,7 +37,7 @@ const app = createApp({
     idempotencyTtlSeconds: config.idempotencyTtlSeconds,
     resultTopic: config.topics.result,
     maxWaitSeconds: config.api.maxWaitSeconds,
-    pollMs: config.api.pollMs,
+    recheckMs: config.api.recheckMs,
     keepAliveMs: config.api.keepAliveMs,
   },
 });

@@ -17,7 +17,7 @@ import {
   withTimeout,
 } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
-import { resultOutgoing } from '../common/messages.ts';
+import { publishResult } from '../common/results.ts';
 import type { TaskRegistry } from '../common/registry.ts';
 import type { TaskStore } from '../common/store/port.ts';
 import { isEventId, isTaskId, toEventView, toTaskView, type Priority, type TaskRecord } from '../common/task.ts';
@@ -46,8 +46,11 @@ export interface AppDeps {
     resultTopic?: string;
     /** Longest ?wait= accepted, in seconds. Default 60. */
     maxWaitSeconds?: number;
-    /** How often waits and event streams look for news in the store. Default 200 ms. */
-    pollMs?: number;
+    /**
+     * Waits and event streams hear news through the store's shared subscription; a quiet one
+     * reads the store anyway after this long (news lost in a reconnect). Default 30 000 ms.
+     */
+    recheckMs?: number;
     /** Keep-alive comment interval of event streams. Default 15 000 ms. */
     keepAliveMs?: number;
   };
@@ -71,7 +74,7 @@ function taskIdParam(c: Context): string {
 export function createApp(deps: AppDeps): Hono {
   const { store, broker, registry, logger, options } = deps;
   const maxWait = options.maxWaitSeconds ?? 60;
-  const pollMs = options.pollMs ?? 200;
+  const pollMs = options.recheckMs ?? 30_000;
   const keepAliveMs = options.keepAliveMs ?? 15_000;
   const app = new Hono();
   /** The request's signal, joined with the process's shutdown. */
@@ -226,13 +229,12 @@ export function createApp(deps: AppDeps): Hono {
     // A queued task has no worker to publish its end; a running one's worker does it.
     if (r.was === 'queued' && options.resultTopic) {
       try {
-        const topic = options.resultTopic;
+        const resultTopic = options.resultTopic;
         await withTimeout(
-          broker.publish(topic, resultOutgoing(r.task)),
+          publishResult(broker, store, resultTopic, r.task),
           options.requestTimeoutMs,
           () => new Error(`no ack within ${options.requestTimeoutMs} ms`),
         );
-        await store.markResultPublished(id);
       } catch (err) {
         // If its request message is still on its way, the worker that gets it publishes the
         // result (claim finds the task ended, result not published); otherwise it is not sent.

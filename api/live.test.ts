@@ -89,7 +89,6 @@ async function stack(opts: { concurrency?: number; start?: boolean } = {}) {
       requestTimeoutMs: 1000,
       relayAfterMs: 5000,
       maxAttempts: 3,
-      pollMs: 20,
       keepAliveMs: 100,
     },
   });

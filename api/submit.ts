@@ -93,9 +93,10 @@ export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempoten
     throw new UnavailableError('broker', `the broker did not accept the task: ${errorMessage(err)}`, { cause: err });
   }
 
-  // Best effort: if this fails the relay publishes once more, which the claim absorbs.
-  await deps.store
-    .outboxPublished(task.id, 0)
+  // Off the request path, batched with the other submissions' disarms; if it fails, the relay
+  // publishes once more, which the claim absorbs.
+  deps.store
+    .disarmOutbox(task.id, 0)
     .catch((err: unknown) => deps.logger.warn('could not disarm the outbox entry', { task_id: task.id, err: errorMessage(err) }));
   return { replayed: false, task };
 }

@@ -54,7 +54,7 @@ const envSchema = z.object({
   API_REQUEST_TIMEOUT_MS: int(5000, 100, 120_000),
   PUBLIC_URL: z.url().optional(),
   API_MAX_WAIT_SECONDS: int(60, 1, 600),
-  EVENTS_POLL_MS: int(200, 20, 10_000),
+  EVENTS_RECHECK_MS: int(30_000, 100, 600_000),
   SSE_KEEPALIVE_MS: int(15_000, 1000, 300_000),
 
   WORKER_CONCURRENCY: int(4, 1, 1000),
@@ -96,7 +96,8 @@ export interface Config {
     requestTimeoutMs: number;
     publicUrl: string | undefined;
     maxWaitSeconds: number;
-    pollMs: number;
+    /** How long a quiet watch (SSE, ?wait) waits for news before reading the store anyway. */
+    recheckMs: number;
     keepAliveMs: number;
   };
   worker: {
@@ -154,7 +155,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       requestTimeoutMs: e.API_REQUEST_TIMEOUT_MS,
       publicUrl: e.PUBLIC_URL,
       maxWaitSeconds: e.API_MAX_WAIT_SECONDS,
-      pollMs: e.EVENTS_POLL_MS,
+      recheckMs: e.EVENTS_RECHECK_MS,
       keepAliveMs: e.SSE_KEEPALIVE_MS,
     },
     worker: {

@@ -23,6 +23,8 @@ export interface Keys {
   expiring(): string;
   /** Pub/sub channel: ids of running tasks that were cancelled. */
   cancelChannel(): string;
+  /** Never written: fills a script's optional key slot, in the same hash slot as the rest. */
+  unused(): string;
 }
 
 export function makeKeys(prefix: string): Keys {
@@ -45,5 +47,6 @@ export function makeKeys(prefix: string): Keys {
     userIndex: (userId) => `${prefix}user:${createHash('sha256').update(userId).digest('hex')}`,
     expiring: () => `${prefix}expiring`,
     cancelChannel: () => `${prefix}cancel`,
+    unused: () => `${prefix}unused`,
   };
 }

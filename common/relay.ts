@@ -46,14 +46,14 @@ export function startRelay(opts: RelayOptions): Relay {
     for (const id of ids) {
       const task = await store.get(id);
       if (!task || isTerminal(task.status)) {
-        await store.outboxPublished(id, task?.attempt ?? 0);
+        await store.disarmOutbox(id, task?.attempt ?? 0);
         continue;
       }
       const now = Date.now();
       if (task.status === 'running' && (task.leaseUntil ?? 0) > now) continue;
       if (task.status === 'queued' && (task.retryAt ?? 0) > now) continue;
       await broker.publish(requestTopicFor(topic, task.priority), requestOutgoing(task));
-      await store.outboxPublished(id, task.attempt);
+      await store.disarmOutbox(id, task.attempt);
       published++;
       logger.info(task.status === 'running' ? 'relay: republished a task whose worker stopped' : 'relay: published a queued task', {
         task_id: id,

@@ -67,9 +67,11 @@ export const eventTime = (id: string): number => Number(id.split('-')[0]);
 const EVENT_ID_RE = /^\d{1,15}-\d{1,15}$/;
 export const isEventId = (s: string): boolean => EVENT_ID_RE.test(s);
 
-/** What a handler may add to the history itself. */
+/** What a handler may add to the history itself (progress also sets the record's progress and message). */
 export type HandlerEvent =
-  { type: 'log'; data: { level: string; message: string; data?: Record<string, unknown> } } | { type: 'partial'; data: { chunk: string } };
+  | { type: 'progress'; data: { percent: number; message: string | null } }
+  | { type: 'log'; data: { level: string; message: string; data?: Record<string, unknown> } }
+  | { type: 'partial'; data: { chunk: string } };
 
 /** What the API hands to the store to create a task. */
 export interface NewTask {

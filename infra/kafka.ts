@@ -12,9 +12,15 @@ import { ensureDir, freePort, spawnDetached, stopGroup, waitForLogLine, type Ser
 /** Logged by KafkaRaftServer once the broker and the controller are up. */
 const READY_LINE = /\[KafkaRaftServer nodeId=1\] Kafka Server started/;
 
-/** A cluster id in Kafka's Uuid format: 16 random bytes as unpadded base64url (22 chars). */
+/**
+ * A cluster id in Kafka's Uuid format: 16 random bytes as unpadded base64url (22 chars).
+ * One that starts with '-' would be read by StorageTool as an option (1 run in 64 failed so).
+ */
 function randomClusterId(): string {
-  return randomBytes(16).toString('base64url');
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
 }
 
 const LOG4J = `log4j.rootLogger=INFO, stdout

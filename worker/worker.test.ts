@@ -67,7 +67,7 @@ function harness(registry = new TaskRegistry().register(agentTaskType), over: Pa
     };
     await store.create(task, Date.now() + 60_000);
     await broker.publish('req', requestOutgoing(task));
-    await store.outboxPublished(task.id, 0);
+    await store.disarmOutbox(task.id, 0);
     return task;
   };
   const delivery = (task: NewTask, attempt = 1): Delivery => ({ topic: 'req', attempt, headers: {}, tag: task.type, ...requestOutgoing(task) });

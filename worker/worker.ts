@@ -5,12 +5,14 @@
  */
 import type { Broker, Delivery, Subscription } from '../common/broker/port.ts';
 import { backoffMs, retrying } from '../common/backoff.ts';
-import { AppError, NonRetryableError, TaskCancelledError, TaskTimeoutError, UnavailableError, errorMessage } from '../common/errors.ts';
+import { AppError, NonRetryableError, TaskCancelledError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
-import { groupFor, requestTopicFor, resultOutgoing } from '../common/messages.ts';
-import type { HandlerContext, TaskRegistry, TaskType } from '../common/registry.ts';
+import { groupFor, requestTopicFor } from '../common/messages.ts';
+import type { TaskRegistry, TaskType } from '../common/registry.ts';
+import { publishResult, storeRetry } from '../common/results.ts';
 import type { CancelWatch, TaskStore, TransitionCode } from '../common/store/port.ts';
 import { PRIORITIES, requestMessageSchema, type HandlerEvent, type Priority, type TaskError, type TaskRecord } from '../common/task.ts';
+import { runAttempt, type AttemptOutcome } from './attempt.ts';
 import { PriorityGate } from './priority-gate.ts';
 
 export interface WorkerOptions {
@@ -46,9 +48,6 @@ export type WorkerState = 'created' | 'running' | 'draining' | 'stopped';
 
 /** What happened to one delivery, for logs and tests. */
 export type Outcome = 'done' | 'failed' | 'retry' | 'duplicate' | 'busy' | 'lost' | 'poison' | 'republished' | 'cancelled';
-
-/** Store calls the worker must not lose to a short Redis blip. */
-const storeRetry = { tries: 5, baseMs: 200, maxMs: 2000, retriable: (e: unknown) => e instanceof UnavailableError };
 
 export class Worker {
   private state: WorkerState = 'created';
@@ -176,118 +175,57 @@ export class Worker {
 
   private async run(d: Delivery, task: TaskRecord, type: TaskType, log: Logger): Promise<Outcome> {
     const { store, options } = this.deps;
-    const maxAttempts = task.maxAttempts || type.maxAttempts || options.maxAttempts;
+    // Resolved once, at submit, from the type or MAX_ATTEMPTS.
+    const maxAttempts = task.maxAttempts;
     const controller = new AbortController();
     this.controllers.set(task.id, controller);
-    const lost = (code: TransitionCode) => {
-      if (code !== 'ok' && !controller.signal.aborted) {
-        log.warn('lost the task (lease taken over or task ended); stopping the handler', { code });
-        controller.abort(new Error(`task lost: ${code}`));
-      }
-    };
-    const renew = setInterval(
-      () => {
-        store.renewLease(task.id, options.id, options.leaseMs).then(lost, (err: unknown) => {
-          log.warn('lease renewal failed; will retry', { err: errorMessage(err) });
-        });
-      },
-      Math.max(250, Math.floor(options.leaseMs / 3)),
-    );
-
-    // History writes go one after another, so the history keeps the order of the calls and
-    // everything the handler reported is stored before the task's end.
-    let history: Promise<void> = Promise.resolve();
-    const record = (what: string, write: () => Promise<TransitionCode>): Promise<void> =>
-      (history = history.then(async () => {
-        try {
-          lost(await write());
-        } catch (err) {
-          log.warn(`could not record ${what}`, { err: errorMessage(err) });
-        }
-      }));
-    const emit = (event: HandlerEvent) => record(event.type, () => store.emit(task.id, options.id, event));
-    const ctx: HandlerContext = {
-      taskId: task.id,
-      attempt: task.attempt,
-      userId: task.userId,
-      signal: controller.signal,
-      progress: (percent, message) => {
-        const p = Math.max(0, Math.min(100, Math.round(Number.isFinite(percent) ? percent : 0)));
-        return record('progress', () => store.progress(task.id, options.id, p, message ?? null));
-      },
-      log: (level, message, data) => {
-        log[level](message, { ...data, attempt: task.attempt });
-        void emit({ type: 'log', data: data === undefined ? { level, message } : { level, message, data } });
-      },
-      partial: (chunk) => (typeof chunk === 'string' && chunk !== '' ? emit({ type: 'partial', data: { chunk } }) : Promise.resolve()),
-    };
-
     log.info('task started', { attempt: task.attempt, max_attempts: maxAttempts });
     const started = Date.now();
-    let result: unknown;
-    let failure: unknown;
+    let outcome: AttemptOutcome;
     try {
-      const input = type.input.safeParse(task.input);
-      if (!input.success) {
-        throw new NonRetryableError(`input does not match the ${type.name} schema: ${input.error.issues[0]?.message ?? ''}`, 'invalid_input');
-      }
-      this.stats.handlerRuns++;
-      const timeoutMs = type.timeoutMs ?? options.taskTimeoutMs;
-      const timer = setTimeout(() => controller.abort(new TaskTimeoutError(timeoutMs)), timeoutMs);
-      try {
-        result = await Promise.race([
-          type.handler(ctx, input.data),
-          new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason as Error), { once: true })),
-        ]);
-      } finally {
-        clearTimeout(timer);
-      }
-    } catch (err) {
-      failure = err;
+      outcome = await runAttempt(store, task, type, controller, { worker: options.id, leaseMs: options.leaseMs, taskTimeoutMs: options.taskTimeoutMs }, log);
     } finally {
-      clearInterval(renew);
       this.controllers.delete(task.id);
-      await history;
     }
+    if (outcome.ok || outcome.ran) this.stats.handlerRuns++;
 
-    if (failure === undefined) {
-      const code = await retrying(() => store.complete(task.id, options.id, result ?? null), storeRetry);
-      if (code !== 'ok') return this.notOurs(task.id, code, log);
+    if (outcome.ok) {
+      const r = await retrying(() => store.complete(task.id, options.id, outcome.result ?? null, outcome.events), storeRetry);
+      if (r.code !== 'ok') return this.notOurs(task.id, r.code, log);
       this.stats.done++;
       log.info('task done', { attempt: task.attempt, duration_ms: Date.now() - started });
-      const done = await store.get(task.id);
-      if (done) await this.publishResult(done);
+      await this.publishResult(r.task);
       return 'done';
     }
 
-    const error = toTaskError(failure);
+    const error = toTaskError(outcome.error);
     if (error.retriable && task.attempt < maxAttempts) {
       const delay = backoffMs(task.attempt, options.retryBaseMs, options.retryMaxMs);
-      const code = await retrying(() => store.retryLater(task.id, options.id, error, Date.now() + delay), storeRetry);
-      if (code !== 'ok') return this.notOurs(task.id, code, log);
+      const r = await retrying(() => store.retryLater(task.id, options.id, error, Date.now() + delay, outcome.events), storeRetry);
+      if (r.code !== 'ok') return this.notOurs(task.id, r.code, log);
       this.stats.retried++;
       log.warn('task failed; will retry', { attempt: task.attempt, max_attempts: maxAttempts, retry_in_ms: delay, err: error.message });
       return 'retry';
     }
-    return this.finishFailed(d, task, error, log);
+    return this.finishFailed(d, task, error, log, outcome.events);
   }
 
   /** The last attempt failed (or cannot be retried): failed in the store, a failure result, and the message to the dead letters. */
-  private async finishFailed(d: Delivery, task: TaskRecord, error: TaskError, log: Logger): Promise<Outcome> {
+  private async finishFailed(d: Delivery, task: TaskRecord, error: TaskError, log: Logger, events: HandlerEvent[] = []): Promise<Outcome> {
     const { store, options } = this.deps;
-    const code = await retrying(() => store.fail(task.id, options.id, error), storeRetry);
-    if (code !== 'ok') return this.notOurs(task.id, code, log);
+    const r = await retrying(() => store.fail(task.id, options.id, error, events), storeRetry);
+    if (r.code !== 'ok') return this.notOurs(task.id, r.code, log);
     this.stats.failed++;
     log.error('task failed', { attempt: task.attempt, code: error.code, err: error.message });
-    const failed = await store.get(task.id);
-    if (failed) await this.publishResult(failed);
+    await this.publishResult(r.task);
     await this.deadLetter(d, error.code, `failed after ${task.attempt} attempt(s): ${error.message}`);
     return 'failed';
   }
 
   /**
    * A transition found the task no longer ours: cancelled meanwhile (then this worker, the
-   * one that ran it, publishes the `cancelled` result), or taken over after a lost lease.
+   * one that ran it, publishes the `cancelled` result), ended by our own earlier try whose
+   * answer was lost (a store timeout that still landed), or taken over after a lost lease.
    */
   private async notOurs(id: string, code: TransitionCode, log: Logger): Promise<Outcome> {
     const now = code === 'terminal' ? await retrying(() => this.deps.store.get(id), storeRetry) : null;
@@ -297,13 +235,17 @@ export class Worker {
       if (!now.resultPublished) await this.publishResult(now);
       return 'cancelled';
     }
+    if (now && now.worker === this.deps.options.id && !now.resultPublished) {
+      log.info('our own end transition had landed; publishing its result', { status: now.status });
+      await this.publishResult(now);
+      return now.status === 'done' ? 'done' : 'failed';
+    }
     log.warn('finished, but the task is no longer ours; result discarded', { code });
     return 'lost';
   }
 
-  private async publishResult(task: TaskRecord): Promise<void> {
-    await this.deps.broker.publish(this.deps.options.resultTopic, resultOutgoing(task));
-    await retrying(() => this.deps.store.markResultPublished(task.id), storeRetry);
+  private publishResult(task: TaskRecord): Promise<void> {
+    return publishResult(this.deps.broker, this.deps.store, this.deps.options.resultTopic, task);
   }
 
   /**

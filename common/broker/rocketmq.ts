@@ -61,7 +61,6 @@ function clientLogger(log: Logger): ILogger {
   };
 }
 
-
 /** The proxy's default minimum invisible duration for a receive. */
 export const MIN_INVISIBLE_MS = 10_000;
 

@@ -13,10 +13,14 @@ import {
   type IdempotencyClaim,
   type ListPage,
   type ListQuery,
+  type StoreStats,
   type TaskStore,
   type TaskStoreOptions,
+  type TaskWatch,
   type TransitionCode,
+  type TransitionResult,
 } from './port.ts';
+import { WatchHub } from './watch-hub.ts';
 
 interface Entry {
   rec: TaskRecord;
@@ -36,7 +40,10 @@ export class MemoryTaskStore implements TaskStore {
   private readonly historyLimit: number;
   private readonly outputLimit: number;
   private readonly cancelWatchers = new Set<(id: string) => void>();
+  private readonly hub = new WatchHub({ subscribe: () => Promise.resolve(), unsubscribe: () => undefined });
   private closed = false;
+  /** In process: nothing to count. */
+  readonly stats: StoreStats = { roundTrips: 0 };
 
   constructor(
     opts: TaskStoreOptions = {},
@@ -73,6 +80,25 @@ export class MemoryTaskStore implements TaskStore {
     } else e.lastSeq++;
     e.events.push({ id: `${e.lastMs}-${e.lastSeq}`, type, data: structuredClone(data) });
     if (e.events.length > this.historyLimit) e.events.splice(0, e.events.length - this.historyLimit);
+    this.hub.notify(id);
+  }
+
+  private applyEvents(rec: TaskRecord, events: readonly HandlerEvent[]): void {
+    for (const event of events) {
+      if (event.type === 'progress') {
+        rec.progress = event.data.percent;
+        rec.message = event.data.message;
+        rec.updatedAt = this.now();
+      } else if (event.type === 'partial' && Buffer.byteLength(rec.output) + Buffer.byteLength(event.data.chunk) <= this.outputLimit) {
+        rec.output += event.data.chunk;
+      }
+      this.addEvent(rec.id, event.type, event.data);
+    }
+  }
+
+  /** A transition's answer: the code, or the record as the transition left it. */
+  private ended(rec: TaskRecord | Exclude<TransitionCode, 'ok'>): Promise<TransitionResult> {
+    return Promise.resolve(typeof rec === 'string' ? { code: rec } : { code: 'ok', task: structuredClone(rec) });
   }
 
   private finish(rec: TaskRecord): void {
@@ -175,21 +201,19 @@ export class MemoryTaskStore implements TaskStore {
     return Promise.resolve('ok');
   }
 
-  progress(id: string, worker: string, percent: number, message: string | null): Promise<TransitionCode> {
+  report(id: string, worker: string, events: readonly HandlerEvent[]): Promise<TransitionCode> {
     this.assertOpen();
     const rec = this.owned(id, worker);
     if (typeof rec === 'string') return Promise.resolve(rec);
-    rec.progress = percent;
-    rec.message = message;
-    rec.updatedAt = this.now();
-    this.addEvent(rec.id, 'progress', { percent, message });
+    this.applyEvents(rec, events);
     return Promise.resolve('ok');
   }
 
-  complete(id: string, worker: string, result: unknown): Promise<TransitionCode> {
+  complete(id: string, worker: string, result: unknown, events: readonly HandlerEvent[] = []): Promise<TransitionResult> {
     this.assertOpen();
     const rec = this.owned(id, worker);
-    if (typeof rec === 'string') return Promise.resolve(rec);
+    if (typeof rec === 'string') return this.ended(rec);
+    this.applyEvents(rec, events);
     const now = this.now();
     Object.assign(rec, {
       status: 'done',
@@ -199,15 +223,16 @@ export class MemoryTaskStore implements TaskStore {
       finishedAt: now,
       updatedAt: now,
     } satisfies Partial<TaskRecord>);
-    this.addEvent(rec.id, 'done', { result: rec.result });
     this.finish(rec);
-    return Promise.resolve('ok');
+    this.addEvent(rec.id, 'done', { result: rec.result });
+    return this.ended(rec);
   }
 
-  retryLater(id: string, worker: string, error: TaskError, retryAt: number): Promise<TransitionCode> {
+  retryLater(id: string, worker: string, error: TaskError, retryAt: number, events: readonly HandlerEvent[] = []): Promise<TransitionResult> {
     this.assertOpen();
     const rec = this.owned(id, worker);
-    if (typeof rec === 'string') return Promise.resolve(rec);
+    if (typeof rec === 'string') return this.ended(rec);
+    this.applyEvents(rec, events);
     Object.assign(rec, {
       status: 'queued',
       error,
@@ -218,18 +243,19 @@ export class MemoryTaskStore implements TaskStore {
     } satisfies Partial<TaskRecord>);
     this.outbox.set(rec.id, retryAt);
     this.addEvent(rec.id, 'status', { status: 'queued', attempt: rec.attempt, retry_at: retryAt, error });
-    return Promise.resolve('ok');
+    return this.ended(rec);
   }
 
-  fail(id: string, worker: string, error: TaskError): Promise<TransitionCode> {
+  fail(id: string, worker: string, error: TaskError, events: readonly HandlerEvent[] = []): Promise<TransitionResult> {
     this.assertOpen();
     const rec = this.owned(id, worker);
-    if (typeof rec === 'string') return Promise.resolve(rec);
+    if (typeof rec === 'string') return this.ended(rec);
+    this.applyEvents(rec, events);
     const now = this.now();
     Object.assign(rec, { status: 'failed', error, leaseUntil: null, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
-    this.addEvent(rec.id, 'failed', { error });
     this.finish(rec);
-    return Promise.resolve('ok');
+    this.addEvent(rec.id, 'failed', { error });
+    return this.ended(rec);
   }
 
   failQueued(id: string, error: TaskError, idempotencyKey?: string): Promise<TransitionCode> {
@@ -253,7 +279,7 @@ export class MemoryTaskStore implements TaskStore {
     return Promise.resolve();
   }
 
-  outboxPublished(id: string, attempt: number): Promise<void> {
+  disarmOutbox(id: string, attempt: number): Promise<void> {
     this.assertOpen();
     const key = id.toLowerCase();
     const rec = this.live(key);
@@ -271,15 +297,6 @@ export class MemoryTaskStore implements TaskStore {
       .map(([id]) => id);
     for (const id of due) this.outbox.set(id, now + holdMs);
     return Promise.resolve(due);
-  }
-
-  emit(id: string, worker: string, event: HandlerEvent): Promise<TransitionCode> {
-    this.assertOpen();
-    const rec = this.owned(id, worker);
-    if (typeof rec === 'string') return Promise.resolve(rec);
-    if (event.type === 'partial' && Buffer.byteLength(rec.output) + Buffer.byteLength(event.data.chunk) <= this.outputLimit) rec.output += event.data.chunk;
-    this.addEvent(rec.id, event.type, event.data);
-    return Promise.resolve('ok');
   }
 
   events(id: string, after: string | null, limit: number): Promise<TaskEvent[]> {
@@ -306,6 +323,11 @@ export class MemoryTaskStore implements TaskStore {
     this.finish(rec);
     if (was === 'running') for (const w of this.cancelWatchers) queueMicrotask(() => w(rec.id));
     return Promise.resolve({ outcome: 'cancelled', was, task: structuredClone(rec) });
+  }
+
+  watch(id: string): Promise<TaskWatch> {
+    this.assertOpen();
+    return this.hub.watch(id);
   }
 
   watchCancellations(onCancel: (id: string) => void): Promise<CancelWatch> {

@@ -27,6 +27,9 @@ export type ClaimResult =
  */
 export type TransitionCode = 'ok' | 'missing' | 'not_owner' | 'terminal' | 'conflict';
 
+/** Answer of a transition that ends an attempt: the record as the transition left it, or why it did not happen. */
+export type TransitionResult = { code: 'ok'; task: TaskRecord } | { code: Exclude<TransitionCode, 'ok'> };
+
 /** An Idempotency-Key to bind to the task being created. */
 export interface IdempotencyClaim {
   /** The key as the client sent it. */
@@ -74,6 +77,20 @@ export interface CancelWatch {
   close(): Promise<void>;
 }
 
+export interface TaskWatch {
+  /**
+   * Resolves true once the task's history grew since the last call (or since the watch
+   * began), false when `timeoutMs` passed or `signal` aborted first. Callers read the store
+   * again after either: a false is the safety net for news that could not be heard.
+   */
+  changed(timeoutMs: number, signal?: AbortSignal): Promise<boolean>;
+  close(): void;
+}
+
+export interface StoreStats {
+  roundTrips: number;
+}
+
 export interface TaskStoreOptions {
   /** Seconds a finished task (with its history) stays readable. Default 86400. */
   resultTtlSeconds?: number;
@@ -96,24 +113,33 @@ export interface TaskStore {
   /** The idempotent claim: queued, or running with an expired lease → running for `worker`. */
   claim(id: string, worker: string, leaseMs: number): Promise<ClaimResult>;
   renewLease(id: string, worker: string, leaseMs: number): Promise<TransitionCode>;
-  progress(id: string, worker: string, percent: number, message: string | null): Promise<TransitionCode>;
-  complete(id: string, worker: string, result: unknown): Promise<TransitionCode>;
+  /**
+   * Adds a handler's events (progress, log lines, partial output) to a running task's history,
+   * in order, in one owner-checked step.
+   */
+  report(id: string, worker: string, events: readonly HandlerEvent[]): Promise<TransitionCode>;
+  /** running → done with the result; `events` still pending from the handler go first, in the same step. */
+  complete(id: string, worker: string, result: unknown, events?: readonly HandlerEvent[]): Promise<TransitionResult>;
   /** running → queued with the error, and the outbox armed at `retryAt`. */
-  retryLater(id: string, worker: string, error: TaskError, retryAt: number): Promise<TransitionCode>;
+  retryLater(id: string, worker: string, error: TaskError, retryAt: number, events?: readonly HandlerEvent[]): Promise<TransitionResult>;
   /** running → failed. */
-  fail(id: string, worker: string, error: TaskError): Promise<TransitionCode>;
+  fail(id: string, worker: string, error: TaskError, events?: readonly HandlerEvent[]): Promise<TransitionResult>;
   /**
    * queued → failed, for a submission whose message could not be published: no result is
    * due. Releases `idempotencyKey` if it names this task, so the client's retry with the same
    * key creates a task instead of replaying this dead one.
    */
   failQueued(id: string, error: TaskError, idempotencyKey?: string): Promise<TransitionCode>;
+  /** Notes that the result message is out. Calls made together may share one round trip. */
   markResultPublished(id: string): Promise<void>;
 
-  /** Adds a handler's log line or partial output to a running task's history (owner-checked). */
-  emit(id: string, worker: string, event: HandlerEvent): Promise<TransitionCode>;
   /** Up to `limit` events of a task's history after the event id `after` (from the start if null), oldest first. */
   events(id: string, after: string | null, limit: number): Promise<TaskEvent[]>;
+  /**
+   * Watches a task for news: `changed()` resolves once something was added to its history
+   * since the last call. All watches of a process share one subscription, not a poll each.
+   */
+  watch(id: string): Promise<TaskWatch>;
   /** queued or running → cancelled; a running task's worker is told through watchCancellations. */
   cancel(id: string, reason: string | null): Promise<CancelResult>;
   /** Calls `onCancel` with the id of every running task that gets cancelled, on any process. */
@@ -127,11 +153,15 @@ export interface TaskStore {
    * Disarms the outbox entry of a task whose request message is out — only if the task is
    * still the `queued` task at `attempt` that was published (or is finished). A worker may
    * have claimed it and armed the entry again since (a lease watchdog, a retry): that entry
-   * must stay, or a retry scheduled in between would never be published.
+   * must stay, or a retry scheduled in between would never be published. Calls made
+   * together may share one round trip.
    */
-  outboxPublished(id: string, attempt: number): Promise<void>;
+  disarmOutbox(id: string, attempt: number): Promise<void>;
   /** Takes up to `limit` due outbox entries, pushing each back by `holdMs` so relays don't collide. */
   outboxDue(limit: number, holdMs: number): Promise<string[]>;
+
+  /** Round trips to the store so far (a shared batch counts once), for the process statistics. */
+  readonly stats: StoreStats;
 
   /** Throws an UnavailableError when the store cannot be reached. */
   ping(): Promise<void>;

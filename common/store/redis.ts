@@ -5,7 +5,9 @@
  * API's 503 — instead of a hang.
  */
 import { createHash } from 'node:crypto';
-import { createClient, type RedisClientType } from 'redis';
+import { createClient, createCluster, type RedisClientOptions, type RedisClientType, type RedisClusterType } from 'redis';
+import { sleep } from '../backoff.ts';
+import { Batcher } from '../batcher.ts';
 import { UnavailableError, errorMessage, withTimeout } from '../errors.ts';
 import { makeKeys, type Keys } from '../keys.ts';
 import type { Logger } from '../logger.ts';
@@ -30,18 +32,37 @@ import {
   type IdempotencyClaim,
   type ListPage,
   type ListQuery,
+  type StoreStats,
   type TaskStore,
   type TaskStoreOptions,
+  type TaskWatch,
   type TransitionCode,
+  type TransitionResult,
 } from './port.ts';
 import { SCRIPTS, type ScriptName } from './redis-scripts.ts';
+import { WatchHub } from './watch-hub.ts';
 
-export interface RedisTaskStoreOptions extends TaskStoreOptions {
-  host: string;
-  port: number;
+/** Where Redis is and how to log in: a single node, or the seed node of a Redis Cluster. */
+export interface RedisConnectionOptions {
+  /** `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS); overrides host, port and db. */
+  url?: string | undefined;
+  host?: string;
+  port?: number;
+  /** ACL user (Redis 6+). */
+  username?: string | undefined;
   password?: string | undefined;
   db?: number;
-  /** Prefix of every key. Default `atq:`. */
+  /** TLS to a host:port given without a URL. Default false (a `rediss://` URL turns it on). */
+  tls?: boolean;
+  /** The node is a seed of a Redis Cluster: the other nodes are discovered from it. Default false. */
+  cluster?: boolean;
+}
+
+export interface RedisTaskStoreOptions extends TaskStoreOptions, RedisConnectionOptions {
+  /**
+   * Prefix of every key. Default `{atq}:`. On a cluster it must hold a hash tag (`{…}`):
+   * the keys one script touches must share a slot, as BullMQ's do.
+   */
   keyPrefix?: string;
   /** Timeout of one store call. Default 5000 ms. */
   opTimeoutMs?: number;
@@ -90,41 +111,60 @@ function pairs(flat: unknown[]): Record<string, string> {
   return out;
 }
 
+/** A transition's reply: the code alone, or the code followed by the record. */
+function toTransitionResult(reply: unknown): TransitionResult {
+  if (Array.isArray(reply)) return { code: 'ok', task: toRecord(pairs(reply.slice(1) as unknown[])) };
+  return { code: reply as Exclude<TransitionCode, 'ok'> };
+}
+
+/** The flat arguments of handler events for the scripts' apply_events (see redis-scripts.ts). */
+function eventArgs(events: readonly HandlerEvent[], outputLimit: string): string[] {
+  const out = [String(events.length), outputLimit];
+  for (const e of events) {
+    if (e.type === 'progress') out.push('progress', String(e.data.percent), e.data.message ?? '');
+    else out.push(e.type, json(e.data), e.type === 'partial' ? e.data.chunk : '');
+  }
+  return out;
+}
+
+export const DEFAULT_KEY_PREFIX = '{atq}:';
+
+type Client = RedisClientType | RedisClusterType;
+
 export class RedisTaskStore implements TaskStore {
-  private readonly client: RedisClientType;
+  private readonly client: Client;
   private readonly keys: Keys;
   private readonly ttl: string;
   private readonly historyLimit: string;
   private readonly outputLimit: string;
-  private readonly opts: RedisTaskStoreOptions;
   private readonly takeoverDelay: string;
   private readonly opTimeoutMs: number;
   private readonly logger: Logger;
+  private readonly cluster: boolean;
   private lastErrorLog = 0;
   private connecting: Promise<unknown> | undefined;
+  /** Result marks and outbox disarms ride together: one script per batch. */
+  private readonly marks: Batcher<string>;
+  private readonly disarms: Batcher<{ id: string; attempt: number }>;
+  private hub: WatchHub | undefined;
+  private subscriber: Client | undefined;
+  private subscriberConnecting: Promise<void> | undefined;
+  readonly stats: StoreStats = { roundTrips: 0 };
 
   constructor(opts: RedisTaskStoreOptions) {
-    this.keys = makeKeys(opts.keyPrefix ?? 'atq:');
-    this.opts = opts;
+    const prefix = opts.keyPrefix ?? DEFAULT_KEY_PREFIX;
+    this.cluster = opts.cluster ?? false;
+    if (this.cluster && !/\{[^}]+\}/.test(prefix)) {
+      throw new TypeError(`on a Redis Cluster the key prefix needs a hash tag, like {atq}: (got ${JSON.stringify(prefix)})`);
+    }
+    this.keys = makeKeys(prefix);
     this.ttl = String(opts.resultTtlSeconds ?? 86_400);
     this.historyLimit = String(opts.historyLimit ?? 1000);
     this.outputLimit = String(opts.outputLimitBytes ?? 1024 * 1024);
     this.takeoverDelay = String(opts.takeoverDelayMs ?? 1000);
     this.opTimeoutMs = opts.opTimeoutMs ?? 5000;
     this.logger = opts.logger ?? silentLogger;
-    this.client = createClient({
-      socket: {
-        host: opts.host,
-        port: opts.port,
-        connectTimeout: 3000,
-        // Keep trying for ever, at most every 2 s: workers and the API recover on their own.
-        reconnectStrategy: (retries: number) => Math.min(100 * 2 ** Math.min(retries, 5), 2000),
-      },
-      password: opts.password,
-      database: opts.db ?? 0,
-      // Fail commands at once while disconnected instead of queueing them (a hang).
-      disableOfflineQueue: true,
-    });
+    this.client = createRedisClient(opts);
     this.client.on('error', (err: unknown) => {
       // node-redis emits an error per failed reconnect; log one line every 10 s at most.
       if (Date.now() - this.lastErrorLog > 10_000) {
@@ -132,7 +172,29 @@ export class RedisTaskStore implements TaskStore {
         this.logger.warn('redis connection error', { err: errorMessage(err) });
       }
     });
-    this.client.on('ready', () => this.logger.info('redis connected', { host: opts.host, port: opts.port }));
+    this.client.on('ready', () => this.logger.info('redis connected', { cluster: this.cluster }));
+    this.marks = new Batcher({
+      maxBatch: 200,
+      send: async (ids) => {
+        await this.script(
+          'markPublished',
+          ids.map((id) => this.keys.task(id)),
+          [],
+        );
+        return ids.map(() => undefined);
+      },
+    });
+    this.disarms = new Batcher({
+      maxBatch: 200,
+      send: async (items) => {
+        await this.script(
+          'disarmOutbox',
+          [this.keys.outbox(), ...items.map((d) => this.keys.task(d.id))],
+          items.flatMap((d) => [d.id.toLowerCase(), d.attempt]),
+        );
+        return items.map(() => undefined);
+      },
+    });
   }
 
   /**
@@ -148,6 +210,7 @@ export class RedisTaskStore implements TaskStore {
   }
 
   private async call<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    this.stats.roundTrips++;
     if (!this.client.isReady) {
       void this.connect(0);
       throw new UnavailableError('redis', `redis is not connected (${op})`);
@@ -164,12 +227,18 @@ export class RedisTaskStore implements TaskStore {
     return this.call(name, async () => {
       const tail = [String(keys.length), ...keys, ...args.map(String)];
       try {
-        return await this.client.sendCommand(['EVALSHA', SHA[name], ...tail]);
+        return await this.send(keys[0], ['EVALSHA', SHA[name], ...tail]);
       } catch (err) {
         if (!errorMessage(err).includes('NOSCRIPT')) throw err;
-        return await this.client.sendCommand(['EVAL', SCRIPTS[name], ...tail]);
+        return await this.send(keys[0], ['EVAL', SCRIPTS[name], ...tail]);
       }
     });
+  }
+
+  /** A raw command; on a cluster it goes to the node of `firstKey`. */
+  private send(firstKey: string | undefined, args: string[]): Promise<unknown> {
+    if (this.cluster) return (this.client as RedisClusterType).sendCommand(firstKey, false, args);
+    return (this.client as RedisClientType).sendCommand(args);
   }
 
   /** The KEYS and leading ARGVs every transition script shares (see redis-scripts.ts). */
@@ -184,6 +253,12 @@ export class RedisTaskStore implements TaskStore {
   private async transition(name: ScriptName, id: string, args: (string | number)[]): Promise<TransitionCode> {
     const f = this.frame(id);
     return (await this.script(name, f.keys, [...f.args, ...args])) as TransitionCode;
+  }
+
+  /** A transition that ends an attempt and answers the record. */
+  private async ending(name: ScriptName, id: string, args: (string | number)[], events: readonly HandlerEvent[]): Promise<TransitionResult> {
+    const f = this.frame(id);
+    return toTransitionResult(await this.script(name, f.keys, [...f.args, ...args, ...eventArgs(events, this.outputLimit)]));
   }
 
   async create(task: NewTask, publishDueAt: number, idem?: IdempotencyClaim): Promise<CreateResult> {
@@ -203,7 +278,14 @@ export class RedisTaskStore implements TaskStore {
       updated_at: task.createdAt,
     };
     const k = this.keys;
-    const keys = [k.task(id), k.outbox(), idem ? k.idempotency(idem.key) : '', k.events(id), k.index(), task.userId ? k.userIndex(task.userId) : ''];
+    const keys = [
+      k.task(id),
+      k.outbox(),
+      idem ? k.idempotency(idem.key) : k.unused(),
+      k.events(id),
+      k.index(),
+      task.userId ? k.userIndex(task.userId) : k.unused(),
+    ];
     const args = [this.historyLimit, publishDueAt, idem ? `${id}|${idem.fingerprint}` : '', idem?.ttlSeconds ?? 0, ...Object.entries(fields).flat()];
     const [outcome, bound] = (await this.script('create', keys, args)) as [string, string?];
     if (outcome === 'created' || outcome === 'exists') return { outcome };
@@ -235,39 +317,37 @@ export class RedisTaskStore implements TaskStore {
     return this.transition('renew', id, [worker, leaseMs, this.takeoverDelay]);
   }
 
-  progress(id: string, worker: string, percent: number, message: string | null): Promise<TransitionCode> {
-    return this.transition('progress', id, [worker, percent, message ?? '']);
+  async report(id: string, worker: string, events: readonly HandlerEvent[]): Promise<TransitionCode> {
+    if (events.length === 0) return 'ok';
+    return this.transition('report', id, [worker, ...eventArgs(events, this.outputLimit)]);
   }
 
-  complete(id: string, worker: string, result: unknown): Promise<TransitionCode> {
-    return this.transition('complete', id, [worker, json(result)]);
+  complete(id: string, worker: string, result: unknown, events: readonly HandlerEvent[] = []): Promise<TransitionResult> {
+    return this.ending('complete', id, [worker, json(result)], events);
   }
 
-  retryLater(id: string, worker: string, error: TaskError, retryAt: number): Promise<TransitionCode> {
-    return this.transition('retry', id, [worker, json(error), retryAt]);
+  retryLater(id: string, worker: string, error: TaskError, retryAt: number, events: readonly HandlerEvent[] = []): Promise<TransitionResult> {
+    return this.ending('retry', id, [worker, json(error), retryAt], events);
   }
 
-  fail(id: string, worker: string, error: TaskError): Promise<TransitionCode> {
-    return this.transition('fail', id, [worker, json(error)]);
+  fail(id: string, worker: string, error: TaskError, events: readonly HandlerEvent[] = []): Promise<TransitionResult> {
+    return this.ending('fail', id, [worker, json(error)], events);
   }
 
   async failQueued(id: string, error: TaskError, idempotencyKey?: string): Promise<TransitionCode> {
     const f = this.frame(id);
-    const keys = [...f.keys, idempotencyKey === undefined ? '' : this.keys.idempotency(idempotencyKey)];
-    return (await this.script('failQueued', keys, [...f.args, json(error)])) as TransitionCode;
+    const keys = [...f.keys, idempotencyKey === undefined ? this.keys.unused() : this.keys.idempotency(idempotencyKey)];
+    return (await this.script('failQueued', keys, [...f.args, json(error), idempotencyKey === undefined ? '' : '1'])) as TransitionCode;
   }
 
-  async markResultPublished(id: string): Promise<void> {
-    await this.transition('markPublished', id, []);
+  markResultPublished(id: string): Promise<void> {
+    this.keys.task(id); // a bad id fails here, not the whole batch
+    return this.marks.add(id);
   }
 
-  async outboxPublished(id: string, attempt: number): Promise<void> {
-    await this.transition('outboxPublished', id, [attempt]);
-  }
-
-  emit(id: string, worker: string, event: HandlerEvent): Promise<TransitionCode> {
-    const chunk = event.type === 'partial' ? event.data.chunk : '';
-    return this.transition('emit', id, [worker, event.type, json(event.data), chunk, this.outputLimit]);
+  disarmOutbox(id: string, attempt: number): Promise<void> {
+    this.keys.task(id);
+    return this.disarms.add({ id, attempt });
   }
 
   async events(id: string, after: string | null, limit: number): Promise<TaskEvent[]> {
@@ -280,6 +360,50 @@ export class RedisTaskStore implements TaskStore {
       if (!EVENT_TYPES.includes(type)) return [];
       return [{ id: e.id, type, data: parseJson(e.message.data) as Record<string, unknown> }];
     });
+  }
+
+  async watch(id: string): Promise<TaskWatch> {
+    const channelOf = (taskId: string) => this.keys.events(taskId);
+    this.hub ??= new WatchHub({
+      subscribe: async (taskId) => {
+        const sub = await this.subscriberClient();
+        await this.call('subscribe', () => sub.subscribe(channelOf(taskId), () => this.hub?.notify(taskId)));
+      },
+      unsubscribe: (taskId) => {
+        void this.subscriber?.unsubscribe(channelOf(taskId)).catch(() => undefined);
+      },
+    });
+    return this.hub.watch(id);
+  }
+
+  /**
+   * The one connection of this process that listens for task news. node-redis subscribes it
+   * again after a reconnect; news sent meanwhile is lost, so every watch is woken then to
+   * read the store again.
+   */
+  private async subscriberClient(): Promise<Client> {
+    if (!this.subscriber) {
+      const sub = this.client.duplicate();
+      this.subscriber = sub;
+      sub.on('error', (err: unknown) => this.logger.debug('redis watch connection error', { err: errorMessage(err) }));
+      // Back after a reconnect: wake every watch to read the store again.
+      let reconnected = false;
+      sub.on(this.cluster ? 'node-reconnecting' : 'reconnecting', () => (reconnected = true));
+      sub.on(this.cluster ? 'node-ready' : 'ready', () => {
+        if (reconnected) this.hub?.notifyAll();
+        reconnected = false;
+      });
+      this.subscriberConnecting = sub.connect().then(
+        () => undefined,
+        (err: unknown) => this.logger.warn('redis watch connection failed', { err: errorMessage(err) }),
+      );
+    }
+    const sub = this.subscriber;
+    if (!sub.isReady) {
+      await Promise.race([this.subscriberConnecting, sleep(this.opTimeoutMs)]);
+      if (!sub.isReady) throw new UnavailableError('redis', 'redis is not connected (watch)');
+    }
+    return sub;
   }
 
   async cancel(id: string, reason: string | null): Promise<CancelResult> {
@@ -384,15 +508,52 @@ export class RedisTaskStore implements TaskStore {
   }
 
   async close(): Promise<void> {
-    if (this.client.isOpen) {
-      try {
-        await this.client.close();
-      } catch {
-        this.client.destroy();
+    // What is still batched goes out first (if Redis is there to take it).
+    await Promise.allSettled([this.marks.close(), this.disarms.close()]);
+    for (const c of [this.subscriber, this.client]) {
+      if (!c) continue;
+      if (c.isOpen) {
+        try {
+          await c.close();
+        } catch {
+          c.destroy();
+        }
+      } else if (c === this.subscriber || this.connecting) {
+        // Still trying to connect: stop the reconnect loop.
+        c.destroy();
       }
-    } else if (this.connecting) {
-      // Still trying to connect: stop the reconnect loop.
-      this.client.destroy();
     }
   }
+}
+
+/** A node-redis client (or cluster client) with our timeouts and reconnect policy. */
+function createRedisClient(opts: RedisConnectionOptions): Client {
+  const url = opts.url ? new URL(opts.url) : undefined;
+  if (url && url.protocol !== 'redis:' && url.protocol !== 'rediss:')
+    throw new TypeError(`REDIS_URL must start with redis:// or rediss:// (got ${url.protocol})`);
+  const tls = url ? url.protocol === 'rediss:' : (opts.tls ?? false);
+  const host = url ? url.hostname : (opts.host ?? 'localhost');
+  const port = url?.port ? Number(url.port) : (opts.port ?? 6379);
+  const username = opts.username ?? (url?.username ? decodeURIComponent(url.username) : undefined);
+  const password = opts.password ?? (url?.password ? decodeURIComponent(url.password) : undefined);
+  const db = url && url.pathname.length > 1 ? Number(url.pathname.slice(1)) : (opts.db ?? 0);
+  const socket = {
+    connectTimeout: 3000,
+    // Keep trying for ever, at most every 2 s: workers and the API recover on their own.
+    reconnectStrategy: (retries: number) => Math.min(100 * 2 ** Math.min(retries, 5), 2000),
+    ...(tls ? { tls: true as const, servername: host } : {}),
+  };
+  const common: RedisClientOptions = {
+    ...(username ? { username } : {}),
+    ...(password ? { password } : {}),
+    // Fail commands at once while disconnected instead of queueing them (a hang).
+    disableOfflineQueue: true,
+  };
+  if (opts.cluster) {
+    return createCluster({
+      rootNodes: [{ socket: { host, port, ...socket } }],
+      defaults: { ...common, socket },
+    });
+  }
+  return createClient({ ...common, socket: { host, port, ...socket }, database: db });
 }

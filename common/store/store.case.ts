@@ -8,7 +8,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NewTask } from '../task.ts';
 import type { ListCursor, TaskStore, TaskStoreOptions } from './port.ts';
 
-
 export function newTask(over: Partial<NewTask> = {}): NewTask {
   return { id: randomUUID(), type: 'agent', input: { content: 'hi' }, userId: 'u1', priority: 'normal', maxAttempts: 3, createdAt: Date.now(), ...over };
 }
@@ -54,7 +53,7 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       const id = randomUUID();
       expect(await store.get(id)).toBeNull();
       expect(await store.claim(id, 'w1', 1000)).toEqual({ outcome: 'missing' });
-      expect(await store.complete(id, 'w1', 1)).toBe('missing');
+      expect((await store.complete(id, 'w1', 1)).code).toBe('missing');
     });
 
     it('claims once: a second claim while the lease lives is busy', async () => {
@@ -79,8 +78,8 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       expect(second.outcome).toBe('claimed');
       if (second.outcome === 'claimed') expect(second.task).toMatchObject({ worker: 'w2', attempt: 2 });
       expect(await store.renewLease(t.id, 'w1', 10_000)).toBe('not_owner');
-      expect(await store.complete(t.id, 'w1', 'stale')).toBe('not_owner');
-      expect(await store.complete(t.id, 'w2', { ok: true })).toBe('ok');
+      expect((await store.complete(t.id, 'w1', 'stale')).code).toBe('not_owner');
+      expect((await store.complete(t.id, 'w2', { ok: true })).code).toBe('ok');
       expect((await store.get(t.id))?.result).toEqual({ ok: true });
     });
 
@@ -98,8 +97,8 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       const t = newTask();
       await store.create(t, Date.now() + 60_000);
       await store.claim(t.id, 'w1', 10_000);
-      expect(await store.progress(t.id, 'w1', 40, 'phase 2')).toBe('ok');
-      expect(await store.progress(t.id, 'w2', 90, 'nope')).toBe('not_owner');
+      expect(await store.report(t.id, 'w1', [{ type: 'progress', data: { percent: 40, message: 'phase 2' } }])).toBe('ok');
+      expect(await store.report(t.id, 'w2', [{ type: 'progress', data: { percent: 90, message: 'nope' } }])).toBe('not_owner');
       expect(await store.get(t.id)).toMatchObject({ progress: 40, message: 'phase 2' });
     });
 
@@ -107,14 +106,14 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       const t = newTask();
       await store.create(t, Date.now() + 60_000);
       await store.claim(t.id, 'w1', 10_000);
-      expect(await store.complete(t.id, 'w1', { answer: 42 })).toBe('ok');
+      expect((await store.complete(t.id, 'w1', { answer: 42 })).code).toBe('ok');
       const rec = await store.get(t.id);
       expect(rec).toMatchObject({ status: 'done', progress: 100, result: { answer: 42 }, resultPublished: false });
       expect(rec?.finishedAt).toBeGreaterThanOrEqual(rec?.startedAt ?? Infinity);
       const again = await store.claim(t.id, 'w2', 10_000);
       expect(again.outcome).toBe('terminal');
-      expect(await store.complete(t.id, 'w1', 'twice')).toBe('terminal');
-      expect(await store.fail(t.id, 'w1', err)).toBe('terminal');
+      expect((await store.complete(t.id, 'w1', 'twice')).code).toBe('terminal');
+      expect((await store.fail(t.id, 'w1', err)).code).toBe('terminal');
       await store.markResultPublished(t.id);
       expect((await store.get(t.id))?.resultPublished).toBe(true);
     });
@@ -124,7 +123,7 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       await store.create(t, Date.now() + 60_000);
       await store.claim(t.id, 'w1', 10_000);
       const retryAt = Date.now() + 300;
-      expect(await store.retryLater(t.id, 'w1', err, retryAt)).toBe('ok');
+      expect((await store.retryLater(t.id, 'w1', err, retryAt)).code).toBe('ok');
       expect(await store.get(t.id)).toMatchObject({ status: 'queued', retryAt, error: err, worker: null });
       expect((await store.claim(t.id, 'w2', 10_000)).outcome).toBe('busy');
       await sleep(350);
@@ -137,8 +136,8 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       const t = newTask();
       await store.create(t, Date.now() + 60_000);
       await store.claim(t.id, 'w1', 10_000);
-      expect(await store.fail(t.id, 'w2', err)).toBe('not_owner');
-      expect(await store.fail(t.id, 'w1', { ...err, retriable: false })).toBe('ok');
+      expect((await store.fail(t.id, 'w2', err)).code).toBe('not_owner');
+      expect((await store.fail(t.id, 'w1', { ...err, retriable: false })).code).toBe('ok');
       expect(await store.get(t.id)).toMatchObject({ status: 'failed', error: { code: 'boom', retriable: false } });
     });
 
@@ -174,10 +173,10 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       expect(await store.outboxDue(1000, 10_000)).toContain(t.id);
       // Held by the first taker: a second scan does not see it.
       expect(await store.outboxDue(1000, 10_000)).not.toContain(t.id);
-      await store.outboxPublished(t.id, 0);
+      await store.disarmOutbox(t.id, 0);
       const u = newTask();
       await store.create(u, Date.now());
-      await store.outboxPublished(u.id, 0);
+      await store.disarmOutbox(u.id, 0);
       await sleep(20);
       expect(await store.outboxDue(1000, 10_000)).not.toContain(u.id);
     });
@@ -187,7 +186,7 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       await store.create(t, Date.now() + 60_000);
       await store.claim(t.id, 'w1', 100);
       // Disarming after publish must not drop the takeover watchdog of a running task.
-      await store.outboxPublished(t.id, 0);
+      await store.disarmOutbox(t.id, 0);
       await sleep(250);
       expect(await store.outboxDue(1000, 10_000)).toContain(t.id);
       await store.claim(t.id, 'w2', 10_000);
@@ -202,7 +201,7 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       // The API published; before it disarms, a worker claims, fails and schedules a retry.
       await store.claim(t.id, 'w1', 10_000);
       await store.retryLater(t.id, 'w1', err, Date.now() + 100);
-      await store.outboxPublished(t.id, 0);
+      await store.disarmOutbox(t.id, 0);
       await sleep(150);
       expect(await store.outboxDue(1000, 10_000)).toContain(t.id);
     });
@@ -228,11 +227,11 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       const t = newTask();
       await store.create(t, Date.now() + 60_000);
       await store.claim(t.id, 'w1', 10_000);
-      expect(await store.progress(t.id, 'w1', 60, '[60%] Phase 2')).toBe('ok');
-      expect(await store.emit(t.id, 'w1', { type: 'log', data: { level: 'info', message: 'looked it up', data: { hits: 3 } } })).toBe('ok');
-      expect(await store.emit(t.id, 'w1', { type: 'partial', data: { chunk: 'Hello, ' } })).toBe('ok');
-      expect(await store.emit(t.id, 'w1', { type: 'partial', data: { chunk: '世界' } })).toBe('ok');
-      expect(await store.emit(t.id, 'w2', { type: 'partial', data: { chunk: 'not mine' } })).toBe('not_owner');
+      expect(await store.report(t.id, 'w1', [{ type: 'progress', data: { percent: 60, message: '[60%] Phase 2' } }])).toBe('ok');
+      expect(await store.report(t.id, 'w1', [{ type: 'log', data: { level: 'info', message: 'looked it up', data: { hits: 3 } } }])).toBe('ok');
+      expect(await store.report(t.id, 'w1', [{ type: 'partial', data: { chunk: 'Hello, ' } }])).toBe('ok');
+      expect(await store.report(t.id, 'w1', [{ type: 'partial', data: { chunk: '世界' } }])).toBe('ok');
+      expect(await store.report(t.id, 'w2', [{ type: 'partial', data: { chunk: 'not mine' } }])).toBe('not_owner');
       await store.complete(t.id, 'w1', { answer: 42 });
       const events = await store.events(t.id, null, 100);
       expect(events.map((e) => e.type)).toEqual(['status', 'status', 'progress', 'log', 'partial', 'partial', 'done']);
@@ -249,6 +248,108 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
         expect((await store.events(t.id, ids[i] ?? '', 100)).map((e) => e.id)).toEqual(ids.slice(i + 1));
       }
       expect((await store.events(t.id, null, 2)).map((e) => e.id)).toEqual(ids.slice(0, 2));
+    });
+
+    it('ends an attempt in one step with the pending handler events first, and answers the record', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      await store.claim(t.id, 'w1', 10_000);
+      const r = await store.complete(t.id, 'w1', { answer: 7 }, [
+        { type: 'progress', data: { percent: 50, message: 'half' } },
+        { type: 'partial', data: { chunk: 'ab' } },
+        { type: 'log', data: { level: 'info', message: 'late line' } },
+        { type: 'partial', data: { chunk: 'cd' } },
+      ]);
+      expect(r.code).toBe('ok');
+      if (r.code !== 'ok') return;
+      expect(r.task).toMatchObject({ id: t.id, status: 'done', result: { answer: 7 }, progress: 100, attempt: 1, worker: 'w1', resultPublished: false });
+      expect(r.task.finishedAt).toBeGreaterThan(0);
+      const events = await store.events(t.id, null, 100);
+      expect(events.map((e) => e.type)).toEqual(['status', 'status', 'progress', 'partial', 'log', 'partial', 'done']);
+      expect((await store.get(t.id))?.output).toBe('abcd');
+
+      const u = newTask();
+      await store.create(u, Date.now() + 60_000);
+      await store.claim(u.id, 'w1', 10_000);
+      const retried = await store.retryLater(u.id, 'w1', err, Date.now() + 60_000, [{ type: 'log', data: { level: 'warn', message: 'trying again' } }]);
+      expect(retried.code === 'ok' && retried.task).toMatchObject({ status: 'queued', error: err, worker: null });
+      await store.cancel(u.id, null);
+      const v = newTask();
+      await store.create(v, Date.now() + 60_000);
+      await store.claim(v.id, 'w1', 10_000);
+      const failed = await store.fail(v.id, 'w1', err, [{ type: 'progress', data: { percent: 10, message: null } }]);
+      expect(failed.code === 'ok' && failed.task).toMatchObject({ status: 'failed', error: err, progress: 10, message: null });
+      expect((await store.events(v.id, null, 100)).map((e) => e.type)).toEqual(['status', 'status', 'progress', 'failed']);
+      // Not the owner: nothing is written, not even the events.
+      expect((await store.complete(v.id, 'w1', 1, [{ type: 'log', data: { level: 'info', message: 'x' } }])).code).toBe('terminal');
+      expect(await store.events(v.id, null, 100)).toHaveLength(4);
+    });
+
+    it('stores several handler events of one report in order', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      await store.claim(t.id, 'w1', 10_000);
+      const events = Array.from({ length: 30 }, (_, i) =>
+        i % 3 === 0
+          ? ({ type: 'progress', data: { percent: i, message: `step ${i}` } } as const)
+          : ({ type: 'partial', data: { chunk: String(i % 10) } } as const),
+      );
+      expect(await store.report(t.id, 'w1', events)).toBe('ok');
+      const stored = (await store.events(t.id, null, 100)).slice(2);
+      expect(stored.map((e) => e.data)).toEqual(events.map((e) => e.data));
+      const rec = await store.get(t.id);
+      expect(rec).toMatchObject({ progress: 27, message: 'step 27' });
+      expect(rec?.output).toBe(events.flatMap((e) => (e.type === 'partial' ? [e.data.chunk] : [])).join(''));
+    });
+
+    it('wakes the watches of a task when its history grows, and only those', async () => {
+      const t = newTask();
+      const other = newTask();
+      await store.create(t, Date.now() + 60_000);
+      await store.create(other, Date.now() + 60_000);
+      const a = await store.watch(t.id);
+      const b = await store.watch(t.id);
+      const c = await store.watch(other.id);
+      try {
+        expect(await a.changed(30)).toBe(false);
+        const heard = Promise.all([a.changed(5000), b.changed(5000)]);
+        await store.claim(t.id, 'w1', 10_000);
+        expect(await heard).toEqual([true, true]);
+        // News that comes while nobody waits is kept for the next call.
+        await store.report(t.id, 'w1', [{ type: 'log', data: { level: 'info', message: 'x' } }]);
+        await sleep(50);
+        expect(await a.changed(5000)).toBe(true);
+        expect(await a.changed(30)).toBe(false);
+        // Closing one watch leaves the other listening.
+        b.close();
+        const next = a.changed(5000);
+        await store.cancel(t.id, 'done with it');
+        expect(await next).toBe(true);
+        expect(await c.changed(30)).toBe(false);
+        const ac = new AbortController();
+        const aborted = c.changed(60_000, ac.signal);
+        ac.abort();
+        expect(await aborted).toBe(false);
+      } finally {
+        a.close();
+        b.close();
+        c.close();
+      }
+    });
+
+    it('takes result marks and outbox disarms made together', async () => {
+      const tasks = Array.from({ length: 40 }, () => newTask());
+      await Promise.all(tasks.map((t) => store.create(t, Date.now() + 60_000)));
+      await Promise.all(tasks.map((t) => store.disarmOutbox(t.id, 0)));
+      await sleep(80);
+      expect(await store.outboxDue(100, 1000)).not.toEqual(expect.arrayContaining([tasks[0]?.id]));
+      for (const t of tasks) {
+        await store.claim(t.id, 'w1', 10_000);
+        await store.complete(t.id, 'w1', null);
+      }
+      await Promise.all(tasks.map((t) => store.markResultPublished(t.id)));
+      const recs = await Promise.all(tasks.map((t) => store.get(t.id)));
+      expect(recs.every((r) => r?.resultPublished === true)).toBe(true);
     });
 
     it('records retries and failures in the history', async () => {
@@ -277,7 +378,7 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
         const t = newTask();
         await small.create(t, Date.now() + 60_000);
         await small.claim(t.id, 'w1', 10_000);
-        for (let i = 0; i < 8; i++) await small.emit(t.id, 'w1', { type: 'partial', data: { chunk: `ab${i}` } });
+        for (let i = 0; i < 8; i++) await small.report(t.id, 'w1', [{ type: 'partial', data: { chunk: `ab${i}` } }]);
         const events = await small.events(t.id, null, 100);
         expect(events.map((e) => e.data.chunk)).toEqual(['ab3', 'ab4', 'ab5', 'ab6', 'ab7']);
         // Chunks that would pass the limit stay out of the output but not out of the history.
@@ -313,7 +414,7 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
         for (let i = 0; i < 50 && !heard.includes(t.id); i++) await sleep(20);
         expect(heard).toContain(t.id);
         expect(await store.renewLease(t.id, 'w1', 10_000)).toBe('terminal');
-        expect(await store.complete(t.id, 'w1', 'late')).toBe('terminal');
+        expect((await store.complete(t.id, 'w1', 'late')).code).toBe('terminal');
         expect(await store.get(t.id)).toMatchObject({ status: 'cancelled', result: null });
         const done = newTask();
         await store.create(done, Date.now() + 60_000);
@@ -364,7 +465,7 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
         await short.create(t, Date.now() + 60_000);
         await short.create(open, Date.now() + 60_000);
         await short.claim(t.id, 'w1', 10_000);
-        await short.emit(t.id, 'w1', { type: 'partial', data: { chunk: 'x' } });
+        await short.report(t.id, 'w1', [{ type: 'partial', data: { chunk: 'x' } }]);
         await short.complete(t.id, 'w1', 'ok');
         expect((await short.list({ userId: user, limit: 10 })).tasks).toHaveLength(2);
         await sleep(1200);

@@ -21,7 +21,6 @@ describe.each(['kafka', 'rocketmq'] as const)('live tasks on %s', (broker) => {
     LEASE_MS: '5000',
     MQ_INVISIBLE_MS: '10000',
     KAFKA_SESSION_TIMEOUT_MS: '6000',
-    EVENTS_POLL_MS: '50',
   });
   const downstreamGroup = `${names.group}-downstream`;
   let apiA: { child: Child; url: string };
