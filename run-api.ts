@@ -5,7 +5,17 @@
 import { serve } from '@hono/node-server';
 import { createApp } from './api/app.ts';
 import { startRelay } from './common/relay.ts';
-import { closeAll, createBroker, createStore, ensureTopics, loadConfigOrExit, onShutdown, processLogger, workerOptions } from './common/wiring.ts';
+import {
+  closeAll,
+  createBroker,
+  createStore,
+  ensureTopics,
+  loadConfigOrExit,
+  onShutdown,
+  processLogger,
+  reportStatsOnSignal,
+  workerOptions,
+} from './common/wiring.ts';
 import { defaultRegistry } from './worker/task-types.ts';
 import { Worker } from './worker/worker.ts';
 
@@ -16,6 +26,7 @@ const broker = await createBroker(config, logger);
 const store = await createStore(config, logger);
 await ensureTopics(broker, config, logger);
 const registry = defaultRegistry();
+reportStatsOnSignal(store, broker);
 
 const worker = embedded ? new Worker({ broker, store, registry, logger, options: workerOptions(config) }) : undefined;
 await worker?.start();

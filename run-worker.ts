@@ -1,6 +1,16 @@
 /** A worker process: one member of the consumer group. `npm run worker`. */
 import { startRelay } from './common/relay.ts';
-import { closeAll, createBroker, createStore, ensureTopics, loadConfigOrExit, onShutdown, processLogger, workerOptions } from './common/wiring.ts';
+import {
+  closeAll,
+  createBroker,
+  createStore,
+  ensureTopics,
+  loadConfigOrExit,
+  onShutdown,
+  processLogger,
+  reportStatsOnSignal,
+  workerOptions,
+} from './common/wiring.ts';
 import { defaultRegistry } from './worker/task-types.ts';
 import { Worker } from './worker/worker.ts';
 
@@ -13,6 +23,7 @@ if (config.broker === 'memory') {
 const broker = await createBroker(config, logger);
 const store = await createStore(config, logger);
 await ensureTopics(broker, config, logger);
+reportStatsOnSignal(store, broker);
 const worker = new Worker({ broker, store, registry: defaultRegistry(), logger, options: workerOptions(config) });
 const relay = startRelay({ store, broker, topic: config.topics.request, logger });
 onShutdown(logger, () =>

@@ -22,6 +22,12 @@ describe('loadConfig', () => {
     expect(c.api.port).toBe(8000);
   });
 
+  it('takes Redis as a URL (TLS, ACL user), or as a cluster seed with a hash-tagged prefix', () => {
+    const c = loadConfig({ BROKER: 'kafka', REDIS_URL: 'rediss://app:s3cret@redis.example.com:6380/2', REDIS_CLUSTER: 'true' });
+    expect(c.redis).toMatchObject({ url: 'rediss://app:s3cret@redis.example.com:6380/2', cluster: true, keyPrefix: '{atq}:' });
+    expect(loadConfig({ REDIS_USERNAME: 'app', REDIS_TLS: 'true' }).redis).toMatchObject({ username: 'app', tls: true, cluster: false });
+  });
+
   const bad: [Record<string, string>, string][] = [
     [{ BROKER: 'rabbit' }, 'BROKER'],
     [{ API_PORT: 'eighty' }, 'API_PORT'],
@@ -30,6 +36,9 @@ describe('loadConfig', () => {
     [{ KAFKA_BROKERS: 'no-port' }, 'KAFKA_BROKERS'],
     [{ MQ_TOPIC_REQUEST: 'bad topic!' }, 'MQ_TOPIC_REQUEST'],
     [{ RETRY_BASE_MS: '5000', RETRY_MAX_MS: '100' }, 'RETRY_MAX_MS'],
+    [{ REDIS_URL: 'http://r:6379' }, 'REDIS_URL'],
+    [{ REDIS_CLUSTER: 'yes please' }, 'REDIS_CLUSTER'],
+    [{ REDIS_CLUSTER: 'true', REDIS_KEY_PREFIX: 'atq:' }, 'REDIS_KEY_PREFIX'],
   ];
   for (const [env, name] of bad) {
     it(`rejects a bad ${name} with a message naming it`, () => {

@@ -18,10 +18,18 @@ const envSchema = z.object({
   REDIS_PORT: int(6379, 1, 65535),
   REDIS_PASSWORD: z.string().optional(),
   REDIS_DB: int(0, 0, 15),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\/\S+$/, 'redis://[user:password@]host:port[/db] or rediss:// for TLS')
+    .refine((s) => URL.canParse(s), 'not a valid URL')
+    .optional(),
+  REDIS_USERNAME: z.string().optional(),
+  REDIS_TLS: z.stringbool().default(false),
+  REDIS_CLUSTER: z.stringbool().default(false),
   REDIS_KEY_PREFIX: z
     .string()
-    .regex(/^[A-Za-z0-9:_-]*$/, 'letters, digits, ":", "_" and "-" only')
-    .default('atq:'),
+    .regex(/^[A-Za-z0-9:_{}-]*$/, 'letters, digits, ":", "_", "-", "{" and "}" only')
+    .default('{atq}:'),
 
   MQ_ENDPOINT: str('127.0.0.1:8081'),
   MQ_TOPIC_REQUEST: z
@@ -84,7 +92,19 @@ export type Env = z.input<typeof envSchema>;
 export interface Config {
   broker: 'memory' | 'kafka' | 'rocketmq';
   store: 'memory' | 'redis';
-  redis: { host: string; port: number; password: string | undefined; db: number; keyPrefix: string };
+  redis: {
+    /** Overrides host, port, db (and the credentials it holds). */
+    url: string | undefined;
+    host: string;
+    port: number;
+    username: string | undefined;
+    password: string | undefined;
+    db: number;
+    tls: boolean;
+    /** The node (or URL) is a seed of a Redis Cluster. */
+    cluster: boolean;
+    keyPrefix: string;
+  };
   topics: { request: string; result: string };
   group: string;
   rocketmq: { endpoint: string; accessKey: string; secretKey: string; invisibleMs: number };
@@ -131,6 +151,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     );
   }
   const e = parsed.data;
+  if (e.REDIS_CLUSTER && !/\{[^}]+\}/.test(e.REDIS_KEY_PREFIX)) {
+    throw new ConfigError([
+      { path: 'REDIS_KEY_PREFIX', message: `needs a hash tag such as {atq}: on a Redis Cluster (got ${JSON.stringify(e.REDIS_KEY_PREFIX)})` },
+    ]);
+  }
   if (e.RETRY_MAX_MS < e.RETRY_BASE_MS) {
     throw new ConfigError([{ path: 'RETRY_MAX_MS', message: `must be >= RETRY_BASE_MS (${e.RETRY_BASE_MS})` }]);
   }
@@ -138,7 +163,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     broker: e.BROKER,
     // The embedded default keeps everything in process; any real broker implies Redis.
     store: e.STORE ?? (e.BROKER === 'memory' ? 'memory' : 'redis'),
-    redis: { host: e.REDIS_HOST, port: e.REDIS_PORT, password: e.REDIS_PASSWORD, db: e.REDIS_DB, keyPrefix: e.REDIS_KEY_PREFIX },
+    redis: {
+      url: e.REDIS_URL,
+      host: e.REDIS_HOST,
+      port: e.REDIS_PORT,
+      username: e.REDIS_USERNAME,
+      password: e.REDIS_PASSWORD,
+      db: e.REDIS_DB,
+      tls: e.REDIS_TLS,
+      cluster: e.REDIS_CLUSTER,
+      keyPrefix: e.REDIS_KEY_PREFIX,
+    },
     topics: { request: e.MQ_TOPIC_REQUEST, result: e.MQ_TOPIC_RESULT },
     group: e.MQ_GROUP_AGENT,
     rocketmq: { endpoint: e.MQ_ENDPOINT, accessKey: e.MQ_ACCESS_KEY, secretKey: e.MQ_SECRET_KEY, invisibleMs: e.MQ_INVISIBLE_MS },
