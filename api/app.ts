@@ -3,26 +3,19 @@
  * call `app.request()` directly.
  */
 import { Hono, type Context } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { streamSSE } from 'hono/streaming';
 import type { z } from 'zod';
 import type { Broker } from '../common/broker/port.ts';
-import {
-  NotFoundError,
-  PayloadTooLargeError,
-  TaskFinishedError,
-  UnsupportedMediaTypeError,
-  ValidationError,
-  errorMessage,
-  withTimeout,
-} from '../common/errors.ts';
+import { MethodNotAllowedError, NotFoundError, TaskFinishedError, ValidationError, errorMessage, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { publishResult } from '../common/results.ts';
 import type { TaskRegistry } from '../common/registry.ts';
 import type { TaskStore } from '../common/store/port.ts';
-import { isEventId, isTaskId, toEventView, toTaskView, type Priority, type TaskRecord } from '../common/task.ts';
+import { isEventId, isTaskId, isTerminal, type TaskRecord } from '../common/task.ts';
+import { toAcceptedView, toEventView, toTaskView, type AcceptedView, type TaskListView, type TaskView } from '../common/views.ts';
 import { renderError, validationError } from './errors.ts';
-import { decodeCursor, encodeCursor, generalBody, getQuery, listQuery, postQuery, seedBody } from './schemas.ts';
+import { readSubmission } from './request.ts';
+import { decodeCursor, encodeCursor, getQuery, listQuery, postQuery } from './schemas.ts';
 import { submitTask } from './submit.ts';
 import { followEvents, pause, waitForEnd } from './watch.ts';
 
@@ -56,8 +49,6 @@ export interface AppDeps {
   };
 }
 
-const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
-
 /** Parses query parameters with a schema; a mismatch is a 400 naming the parameter. */
 function query<T>(c: Context, schema: z.ZodType<T>): T {
   const parsed = schema.safeParse(c.req.query());
@@ -76,12 +67,15 @@ export function createApp(deps: AppDeps): Hono {
   const maxWait = options.maxWaitSeconds ?? 60;
   const pollMs = options.recheckMs ?? 30_000;
   const keepAliveMs = options.keepAliveMs ?? 15_000;
+  // Built once: zod compiles a schema on its first use, which costs far more than a parse.
+  const postQuerySchema = postQuery(maxWait);
+  const getQuerySchema = getQuery(maxWait);
   const app = new Hono();
   /** The request's signal, joined with the process's shutdown. */
   const until = (c: Context): AbortSignal => (deps.shutdownSignal ? AbortSignal.any([c.req.raw.signal, deps.shutdownSignal]) : c.req.raw.signal);
 
   /** A view of the task with its history when asked. */
-  const view = async (task: TaskRecord, history: boolean) => {
+  const view = async (task: TaskRecord, history: boolean): Promise<TaskView> => {
     if (!history) return toTaskView(task);
     const events = await store.events(task.id, null, 10_000);
     return { ...toTaskView(task), history: events.map(toEventView) };
@@ -99,66 +93,43 @@ export function createApp(deps: AppDeps): Hono {
     return c.json({ status: ready ? 'ready' : 'unavailable', store: redis, broker: mq }, ready ? 200 : 503);
   });
 
-  app.post(
-    '/tasks',
-    bodyLimit({
-      maxSize: options.bodyLimit,
-      onError: (c) => renderError(c, new PayloadTooLargeError(options.bodyLimit), logger),
-    }),
-    async (c) => {
-      const contentType = c.req.header('content-type');
-      if (!contentType || !JSON_TYPE.test(contentType)) throw new UnsupportedMediaTypeError(contentType);
-      const idempotencyKey = c.req.header('idempotency-key');
-      if (idempotencyKey !== undefined && !/^[\x21-\x7e]{1,255}$/.test(idempotencyKey)) {
-        throw new ValidationError('Idempotency-Key: 1 to 255 visible ASCII characters', [{ path: 'Idempotency-Key', message: 'invalid header' }]);
-      }
-      const { wait } = query(c, postQuery(maxWait));
-      const body = await readJson(c);
-      const { asyncMode, ...req } = toSubmitRequest(body, registry, options.maxAttempts);
-      // Seed 000's async_mode=false, or ?wait=N: answer with the result if it comes in time.
-      const waitSeconds = wait ?? (asyncMode === false ? maxWait : 0);
-      const submitted = await submitTask(
-        {
-          store,
-          broker,
-          logger,
-          requestTopic: options.requestTopic,
-          publishTimeoutMs: options.requestTimeoutMs,
-          relayAfterMs: options.relayAfterMs,
-          idempotencyTtlSeconds: options.idempotencyTtlSeconds ?? 86_400,
-        },
-        req,
-        idempotencyKey,
-      );
-      if (submitted.replayed) {
-        // The same request again: the task it created, as it is now.
-        const existing = await store.get(submitted.taskId);
-        const statusUrl = new URL(`/tasks/${submitted.taskId}`, c.req.url).toString();
-        c.header('Location', statusUrl);
-        c.header('Idempotent-Replayed', 'true');
-        return c.json(
-          {
-            task_id: submitted.taskId,
-            status: existing?.status ?? 'queued',
-            type: req.type,
-            status_url: statusUrl,
-            created_at: existing ? new Date(existing.createdAt).toISOString() : null,
-          },
-          202,
-        );
-      }
-      const { task } = submitted;
-      const statusUrl = new URL(`/tasks/${task.id}`, c.req.url).toString();
-      logger.info('task accepted', { task_id: task.id, type: task.type, user_id: task.userId, priority: task.priority });
-      c.header('Location', statusUrl);
-      if (waitSeconds > 0) {
-        const finished = await waitForEnd(store, task.id, waitSeconds * 1000, { pollMs, signal: until(c) });
-        if (finished && (finished.status === 'done' || finished.status === 'failed' || finished.status === 'cancelled'))
-          return c.json(toTaskView(finished), 200);
-      }
-      return c.json({ task_id: task.id, status: 'queued', type: task.type, status_url: statusUrl, created_at: new Date(task.createdAt).toISOString() }, 202);
-    },
-  );
+  const submitDeps = {
+    store,
+    broker,
+    logger,
+    requestTopic: options.requestTopic,
+    publishTimeoutMs: options.requestTimeoutMs,
+    relayAfterMs: options.relayAfterMs,
+    idempotencyTtlSeconds: options.idempotencyTtlSeconds ?? 86_400,
+  };
+  const statusUrlOf = (c: Context, id: string) => new URL(`/tasks/${id}`, c.req.url).toString();
+
+  app.post('/tasks', async (c) => {
+    const { wait } = query(c, postQuerySchema);
+    const { request, idempotencyKey, asyncMode } = await readSubmission(c, registry, options);
+    // Seed 000's async_mode=false, or ?wait=N: answer with the result if it comes in time.
+    const waitSeconds = wait ?? (asyncMode === false ? maxWait : 0);
+    const submitted = await submitTask(submitDeps, request, idempotencyKey);
+    const id = submitted.replayed ? submitted.taskId : submitted.task.id;
+    const statusUrl = statusUrlOf(c, id);
+    c.header('Location', statusUrl);
+    if (submitted.replayed) {
+      // The same request again: the task it created, as it is now.
+      c.header('Idempotent-Replayed', 'true');
+      const existing = await store.get(id);
+      const body: AcceptedView = existing
+        ? toAcceptedView(existing, statusUrl)
+        : { task_id: id, status: 'queued', type: request.type, status_url: statusUrl, created_at: null };
+      return c.json(body, 202);
+    }
+    const { task } = submitted;
+    logger.info('task accepted', { task_id: task.id, type: task.type, user_id: task.userId, priority: task.priority });
+    if (waitSeconds > 0) {
+      const finished = await waitForEnd(store, task.id, waitSeconds * 1000, { pollMs, signal: until(c) });
+      if (finished && isTerminal(finished.status)) return c.json(toTaskView(finished), 200);
+    }
+    return c.json(toAcceptedView({ ...task, status: 'queued' }, statusUrl), 202);
+  });
 
   app.get('/tasks', async (c) => {
     const q = query(c, listQuery);
@@ -170,12 +141,13 @@ export function createApp(deps: AppDeps): Hono {
       ...(q.type ? { type: q.type } : {}),
       ...(after ? { after } : {}),
     });
-    return c.json({ tasks: page.tasks.map(toTaskView), next_cursor: page.next ? encodeCursor(page.next) : null });
+    const body: TaskListView = { tasks: page.tasks.map(toTaskView), next_cursor: page.next ? encodeCursor(page.next) : null };
+    return c.json(body);
   });
 
   app.get('/tasks/:id', async (c) => {
     const id = taskIdParam(c);
-    const q = query(c, getQuery(maxWait));
+    const q = query(c, getQuerySchema);
     let task = await store.get(id);
     if (!task) throw new NotFoundError(`no task ${id}`, id);
     if (q.wait !== undefined && q.wait > 0) task = (await waitForEnd(store, id, q.wait * 1000, { pollMs, signal: until(c) })) ?? task;
@@ -245,60 +217,11 @@ export function createApp(deps: AppDeps): Hono {
   });
 
   const notAllowed = (allow: string) => (c: Context) => {
-    c.header('Allow', allow);
-    return c.json({ error: { code: 'method_not_allowed', message: `${c.req.method} is not allowed here; use ${allow}` } }, 405);
+    throw new MethodNotAllowedError(c.req.method, allow);
   };
   app.all('/tasks', notAllowed('GET, POST'));
   app.all('/tasks/:id', notAllowed('GET, DELETE'));
   app.all('/tasks/:id/events', notAllowed('GET'));
 
   return app;
-}
-
-async function readJson(c: Context): Promise<unknown> {
-  const text = await c.req.text();
-  if (text.trim() === '') throw new ValidationError('body: must be a JSON object', [{ path: '', message: 'body is empty' }]);
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (err) {
-    // RangeError for absurd nesting, SyntaxError otherwise: both are the client's fault.
-    throw new ValidationError(`body: not valid JSON (${errorMessage(err).slice(0, 200)})`, [{ path: '', message: 'not valid JSON' }]);
-  }
-}
-
-/** Accepts the seed's `{user_id, content}` and the general `{type, input, user_id?, priority?}`. */
-function toSubmitRequest(body: unknown, registry: TaskRegistry, defaultMaxAttempts: number) {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new ValidationError('body: must be a JSON object', [{ path: '', message: 'must be a JSON object' }]);
-  }
-  const general = 'type' in body || 'input' in body;
-  let typeName: string;
-  let rawInput: unknown;
-  let userId: string | null;
-  let priority: Priority = 'normal';
-  let asyncMode: boolean | undefined;
-  if (general) {
-    const parsed = generalBody.safeParse(body);
-    if (!parsed.success) throw validationError(parsed.error);
-    ({ type: typeName, input: rawInput, priority, async_mode: asyncMode } = parsed.data);
-    userId = parsed.data.user_id ?? null;
-  } else {
-    const parsed = seedBody.safeParse(body);
-    if (!parsed.success) throw validationError(parsed.error);
-    typeName = 'agent';
-    rawInput = { content: parsed.data.content };
-    userId = parsed.data.user_id;
-    asyncMode = parsed.data.async_mode;
-    priority = parsed.data.priority;
-  }
-  const type = registry.get(typeName);
-  if (!type) {
-    throw new ValidationError(`type: unknown task type ${JSON.stringify(typeName)}; known: ${registry.names().join(', ')}`, [
-      { path: 'type', message: 'unknown task type' },
-    ]);
-  }
-  const input = type.input.safeParse(rawInput);
-  // Seed-form fields sit at the top level, so their paths drop the `input.` prefix.
-  if (!input.success) throw validationError(input.error, general ? ['input'] : []);
-  return { type: typeName, input: input.data, userId, priority, maxAttempts: type.maxAttempts ?? defaultMaxAttempts, asyncMode };
 }

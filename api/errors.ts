@@ -9,6 +9,7 @@ import type { z } from 'zod';
 import {
   AppError,
   IdempotencyKeyReusedError,
+  MethodNotAllowedError,
   NotFoundError,
   PayloadTooLargeError,
   TaskFinishedError,
@@ -45,6 +46,7 @@ export function validationError(err: z.ZodError, prefix: (string | number)[] = [
 export function statusOf(err: unknown): ContentfulStatusCode {
   if (err instanceof ValidationError) return 400;
   if (err instanceof NotFoundError) return 404;
+  if (err instanceof MethodNotAllowedError) return 405;
   if (err instanceof PayloadTooLargeError) return 413;
   if (err instanceof UnsupportedMediaTypeError) return 415;
   if (err instanceof IdempotencyKeyReusedError) return 422;
@@ -81,5 +83,6 @@ export function renderError(c: Context, err: unknown, logger: Logger): Response 
     });
   }
   if (status === 503) c.header('Retry-After', String(RETRY_AFTER_SECONDS));
+  if (err instanceof MethodNotAllowedError) c.header('Allow', err.allow);
   return c.json(errorBody(err), status);
 }

@@ -58,11 +58,11 @@ export function fingerprint(req: SubmitRequest): string {
 
 export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempotencyKey?: string): Promise<SubmitResult> {
   const task: NewTask = { id: randomUUID(), createdAt: Date.now(), ...req };
-  const fp = fingerprint(req);
-  const idem = idempotencyKey === undefined ? undefined : { key: idempotencyKey, fingerprint: fp, ttlSeconds: deps.idempotencyTtlSeconds };
+  // Only a request with an Idempotency-Key needs its fingerprint (a hash of the whole input).
+  const idem = idempotencyKey === undefined ? undefined : { key: idempotencyKey, fingerprint: fingerprint(req), ttlSeconds: deps.idempotencyTtlSeconds };
   const created = await deps.store.create(task, task.createdAt + deps.relayAfterMs, idem);
   if (created.outcome === 'replay') {
-    if (created.fingerprint !== fp) throw new IdempotencyKeyReusedError(created.taskId);
+    if (created.fingerprint !== idem?.fingerprint) throw new IdempotencyKeyReusedError(created.taskId);
     return { replayed: true, taskId: created.taskId };
   }
   if (created.outcome !== 'created') throw new Error(`task id collision: ${task.id}`);

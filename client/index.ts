@@ -5,52 +5,18 @@
  */
 import { backoffMs, sleep as pause } from '../common/backoff.ts';
 import type { Priority, TaskError, TaskStatus } from '../common/task.ts';
+import type { AcceptedView, TaskEventData, TaskEventName, TaskEventView, TaskListView, TaskView } from '../common/views.ts';
 import { parseSse, type SseMessage } from './sse.ts';
 
 export type { Priority, TaskError, TaskStatus };
 
-// --- the wire types -----------------------------------------------------------------------
+// --- the wire types: declared once, in common/views.ts, where the server builds them ----------
 
-export interface TaskView {
-  task_id: string;
-  status: TaskStatus;
-  type: string;
-  user_id: string | null;
-  priority: Priority;
-  /** 0-100. */
-  progress: number;
-  message: string | null;
-  /** What the handler streamed as `partial` chunks, concatenated; null when nothing. */
-  output: string | null;
-  /** The handler's result once `done`; null before. */
-  result: unknown;
-  error: TaskError | null;
-  attempts: number;
-  max_attempts: number;
-  /** ISO 8601 times. */
-  created_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-  updated_at: string;
-  retry_at: string | null;
-  /** Only with `get(id, { history: true })`. */
-  history?: TaskEvent[];
-}
-
-/** The data of each event type; `at` is when it happened (ISO 8601). */
-export interface TaskEventData {
-  status: { status: TaskStatus; attempt: number; at: string; [field: string]: unknown };
-  progress: { percent: number; message: string | null; at: string };
-  log: { level: string; message: string; data?: unknown; at: string };
-  partial: { chunk: string; at: string };
-  done: { result: unknown; at: string };
-  failed: { error: TaskError; at: string };
-  cancelled: { at: string; reason?: string | null };
-}
-export type TaskEventType = keyof TaskEventData;
-
+export type { TaskView, TaskEventData };
+export type TaskList = TaskListView;
+export type TaskEventType = TaskEventName;
 /** One entry of a task's history: an SSE event of GET /tasks/:id/events, or of `history`. */
-export type TaskEvent = { [E in TaskEventType]: { id: string; event: E; data: TaskEventData[E] } }[TaskEventType];
+export type TaskEvent = TaskEventView;
 
 const EVENT_TYPES: ReadonlySet<string> = new Set<TaskEventType>(['status', 'progress', 'log', 'partial', 'done', 'failed', 'cancelled']);
 const TERMINAL_EVENTS: ReadonlySet<TaskEventType> = new Set<TaskEventType>(['done', 'failed', 'cancelled']);
@@ -63,13 +29,8 @@ export type SubmitRequest = { user_id: string; content: string } | { type: strin
  * 202: the task is on its way. `status` is `queued`, except when an Idempotency-Key replays an
  * earlier submission: then it is that task's status now.
  */
-export interface SubmitAccepted {
+export interface SubmitAccepted extends AcceptedView {
   finished: false;
-  task_id: string;
-  status: TaskStatus;
-  type: string;
-  status_url: string;
-  created_at: string;
 }
 
 /** 200: `waitSeconds` was given and the task finished within it. */
@@ -88,12 +49,6 @@ export interface ListFilter {
   limit?: number;
   /** `next_cursor` of the previous page. */
   cursor?: string;
-}
-
-export interface TaskList {
-  tasks: TaskView[];
-  /** Null on the last page. */
-  next_cursor: string | null;
 }
 
 export interface ApiIssue {

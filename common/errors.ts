@@ -42,6 +42,16 @@ export class NotFoundError extends AppError {
   }
 }
 
+export class MethodNotAllowedError extends AppError {
+  constructor(
+    method: string,
+    /** The methods the route takes, for the Allow header. */
+    readonly allow: string,
+  ) {
+    super('method_not_allowed', `${method} is not allowed here; use ${allow}`);
+  }
+}
+
 export class PayloadTooLargeError extends AppError {
   constructor(readonly limitBytes: number) {
     super('payload_too_large', `request body is larger than ${limitBytes} bytes`);

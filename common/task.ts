@@ -111,7 +111,8 @@ export interface ResultMessage {
   duration_ms: number | null;
 }
 
-const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+/** Epoch ms as ISO 8601, the form of every time on the wire. */
+export const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
 export function toRequestMessage(t: Pick<TaskRecord, 'id' | 'type' | 'input' | 'userId' | 'priority' | 'createdAt'>): RequestMessage {
   return {
@@ -141,35 +142,4 @@ export function toResultMessage(t: TaskRecord): ResultMessage {
   if (t.status === 'done') msg.result = t.result;
   else if (t.error) msg.error = t.error;
   return msg;
-}
-
-/** The public view of an event: its data with the time it happened. */
-export function toEventView(e: TaskEvent) {
-  const data: Record<string, unknown> = { ...e.data, at: iso(eventTime(e.id)) };
-  // Times are epoch ms in the store and ISO 8601 on the wire, as in the task view.
-  if (typeof data.retry_at === 'number') data.retry_at = iso(data.retry_at);
-  return { id: e.id, event: e.type, data };
-}
-
-/** The public view of a task, as GET /tasks/:id answers it. */
-export function toTaskView(t: TaskRecord) {
-  return {
-    task_id: t.id,
-    status: t.status,
-    type: t.type,
-    user_id: t.userId,
-    priority: t.priority,
-    progress: t.progress,
-    message: t.message,
-    output: t.output === '' ? null : t.output,
-    result: t.status === 'done' ? t.result : null,
-    error: t.error,
-    attempts: t.attempt,
-    max_attempts: t.maxAttempts,
-    created_at: iso(t.createdAt),
-    started_at: iso(t.startedAt),
-    finished_at: iso(t.finishedAt),
-    updated_at: iso(t.updatedAt),
-    retry_at: iso(t.retryAt),
-  };
 }

@@ -44,21 +44,31 @@ local function apply_events(i)
   local n = tonumber(ARGV[i])
   local limit = tonumber(ARGV[i + 1])
   local j = i + 2
+  -- One HSET for the last progress, one APPEND for the chunks that fit: a burst of events
+  -- costs an XADD each and little more.
+  local percent, message, outlen
+  local out = {}
   for _ = 1, n do
     local kind, a, b = ARGV[j], ARGV[j + 1], ARGV[j + 2]
     j = j + 3
     if kind == 'progress' then
-      redis.call('HSET', KEYS[1], 'progress', a, 'message', b, 'updated_at', now_ms())
+      percent, message = a, b
       local msg = cjson.null
       if b ~= '' then msg = b end
       add_event('progress', cjson.encode({percent = tonumber(a), message = msg}))
     else
-      if kind == 'partial' and redis.call('STRLEN', KEYS[5]) + #b <= limit then
-        redis.call('APPEND', KEYS[5], b)
+      if kind == 'partial' then
+        outlen = outlen or redis.call('STRLEN', KEYS[5])
+        if outlen + #b <= limit then
+          out[#out + 1] = b
+          outlen = outlen + #b
+        end
       end
       add_event(kind, a)
     end
   end
+  if #out > 0 then redis.call('APPEND', KEYS[5], table.concat(out)) end
+  if percent then redis.call('HSET', KEYS[1], 'progress', percent, 'message', message, 'updated_at', now_ms()) end
   return n
 end
 -- A task reached done, failed or cancelled: it leaves the outbox, and it and its history

@@ -1,0 +1,101 @@
+/**
+ * The API's answers, declared once: the server builds them here and the typed client
+ * re-exports the same types, so the two cannot drift apart. Times are ISO 8601 strings.
+ */
+import { eventTime, iso, type Priority, type TaskError, type TaskEvent, type TaskRecord, type TaskStatus } from './task.ts';
+
+/** A task as GET /tasks/:id answers it. */
+export interface TaskView {
+  task_id: string;
+  status: TaskStatus;
+  type: string;
+  user_id: string | null;
+  priority: Priority;
+  /** 0-100. */
+  progress: number;
+  message: string | null;
+  /** What the handler streamed as `partial` chunks, concatenated; null when nothing. */
+  output: string | null;
+  /** The handler's result once `done`; null before. */
+  result: unknown;
+  error: TaskError | null;
+  attempts: number;
+  max_attempts: number;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  updated_at: string;
+  retry_at: string | null;
+  /** Only with `?history=true`. */
+  history?: TaskEventView[];
+}
+
+/** The data of each event type; `at` is when it happened. */
+export interface TaskEventData {
+  status: { status: TaskStatus; attempt: number; at: string; [field: string]: unknown };
+  progress: { percent: number; message: string | null; at: string };
+  log: { level: string; message: string; data?: unknown; at: string };
+  partial: { chunk: string; at: string };
+  done: { result: unknown; at: string };
+  failed: { error: TaskError; at: string };
+  cancelled: { at: string; reason?: string | null };
+}
+export type TaskEventName = keyof TaskEventData;
+
+/** One entry of a task's history: an SSE event of GET /tasks/:id/events, or of `history`. */
+export type TaskEventView = { [E in TaskEventName]: { id: string; event: E; data: TaskEventData[E] } }[TaskEventName];
+
+/**
+ * The 202 of POST /tasks: the task is on its way. `status` is `queued`, except when an
+ * Idempotency-Key replays an earlier submission: then it is that task's status now.
+ */
+export interface AcceptedView {
+  task_id: string;
+  status: TaskStatus;
+  type: string;
+  status_url: string;
+  /** Null only on a replay whose task has expired since (IDEMPOTENCY_TTL_SECONDS > RESULT_TTL_SECONDS). */
+  created_at: string | null;
+}
+
+/** A page of GET /tasks. */
+export interface TaskListView {
+  tasks: TaskView[];
+  /** Null on the last page. */
+  next_cursor: string | null;
+}
+
+const isoOf = (ms: number): string => new Date(ms).toISOString();
+
+export function toEventView(e: TaskEvent): TaskEventView {
+  const data: Record<string, unknown> = { ...e.data, at: isoOf(eventTime(e.id)) };
+  // Times are epoch ms in the store and ISO 8601 on the wire, as in the task view.
+  if (typeof data.retry_at === 'number') data.retry_at = iso(data.retry_at);
+  return { id: e.id, event: e.type, data } as TaskEventView;
+}
+
+export function toTaskView(t: TaskRecord): TaskView {
+  return {
+    task_id: t.id,
+    status: t.status,
+    type: t.type,
+    user_id: t.userId,
+    priority: t.priority,
+    progress: t.progress,
+    message: t.message,
+    output: t.output === '' ? null : t.output,
+    result: t.status === 'done' ? t.result : null,
+    error: t.error,
+    attempts: t.attempt,
+    max_attempts: t.maxAttempts,
+    created_at: isoOf(t.createdAt),
+    started_at: iso(t.startedAt),
+    finished_at: iso(t.finishedAt),
+    updated_at: isoOf(t.updatedAt),
+    retry_at: iso(t.retryAt),
+  };
+}
+
+export function toAcceptedView(t: Pick<TaskRecord, 'id' | 'status' | 'type' | 'createdAt'>, statusUrl: string): AcceptedView {
+  return { task_id: t.id, status: t.status, type: t.type, status_url: statusUrl, created_at: isoOf(t.createdAt) };
+}
