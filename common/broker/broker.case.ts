@@ -19,9 +19,14 @@ export interface BrokerHarness {
   quietMs: number;
   /** Upper bound for one delivery to arrive. */
   deliveryTimeoutMs: number;
+  /**
+   * Most broker requests per message when many are published at once: below 1 for an adapter
+   * that batches publishes (Kafka), 1 for one that cannot (RocketMQ: one send per message).
+   */
+  publishRequestsPerMessage: number;
 }
 
-const CASES = ['roundtrip', 'share', 'fanout', 'retry', 'dies', 'long', 'close'] as const;
+const CASES = ['roundtrip', 'batch', 'share', 'fanout', 'retry', 'dies', 'long', 'close'] as const;
 type CaseName = (typeof CASES)[number];
 
 export function brokerConformance(name: string, h: BrokerHarness): void {
@@ -61,6 +66,40 @@ export function brokerConformance(name: string, h: BrokerHarness): void {
       const d = await waitFor('the message', () => got[0], { timeoutMs: h.deliveryTimeoutMs });
       expect(d).toMatchObject({ topic: topic('roundtrip'), key, body: '{"hello":"世界"}', tag: 'agent', attempt: 1 });
       expect(d.headers).toMatchObject({ traceparent: '00-abc-def-01', type: 'agent' });
+    });
+
+    it('publishes made together all arrive once, batched where the broker allows, and close() waits for those in flight', async () => {
+      const t = topic('batch');
+      const got = new Map<string, Delivery>();
+      await subscribe(
+        broker,
+        t,
+        group('batch'),
+        (d) => {
+          got.set(d.key, d);
+          return Promise.resolve();
+        },
+        16,
+      );
+      const publisher = await h.make();
+      const keys = Array.from({ length: 300 }, () => randomUUID());
+      const before = publisher.stats.requests;
+      // Bodies of different sizes, so batches are cut by bytes as well as by count.
+      const sent = keys.map((key, i) => publisher.publish(t, { key, body: JSON.stringify({ i, pad: 'x'.repeat((i % 7) * 200) }), headers: { n: String(i) } }));
+      // close() right away: what was published before it still goes out and is acknowledged.
+      const closing = publisher.close();
+      await Promise.all(sent);
+      await closing;
+      const requests = publisher.stats.requests - before;
+      expect(requests).toBeLessThanOrEqual(keys.length * h.publishRequestsPerMessage);
+      await expect(publisher.publish(t, { key: 'late', body: '{}' })).rejects.toThrow();
+      await waitFor('every message', () => got.size === keys.length || undefined, { timeoutMs: h.deliveryTimeoutMs * 3 });
+      keys.forEach((key, i) => {
+        expect(JSON.parse(got.get(key)?.body ?? '{}')).toMatchObject({ i });
+        expect(got.get(key)?.headers.n).toBe(String(i));
+      });
+      await sleep(h.quietMs);
+      expect(got.size).toBe(keys.length);
     });
 
     it('one group of two members shares the load, and no message reaches both', async () => {

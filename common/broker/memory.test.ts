@@ -9,5 +9,6 @@ brokerConformance('memory', {
   prepare: () => Promise.resolve(),
   holdMs: 500,
   quietMs: 300,
+  publishRequestsPerMessage: 0,
   deliveryTimeoutMs: 2000,
 });

@@ -1,7 +1,9 @@
 /**
  * Apache RocketMQ 5 adapter (rocketmq-client-nodejs, the gRPC client of the 5.x proxy).
  *
- * - Publishing: one Producer; keys=[key], tag, headers as user properties.
+ * - Publishing: one Producer; keys=[key], tag, headers as user properties; concurrent sends.
+ * - Acks of one subscription are coalesced (common/batcher.ts) into one AckMessageRequest
+ *   (rocketmq-batch.ts).
  * - Consuming: a SimpleConsumer per subscription. Messages are received with an invisible
  *   duration (the broker's hold); while a handler runs the hold is extended with
  *   changeInvisibleDuration; a handler that resolves acks; one that throws makes the message
@@ -15,6 +17,8 @@ import { FilterExpression, Producer, SimpleConsumer, type ILogger, type MessageV
 import { UnavailableError, errorMessage, withTimeout } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
+import { Batcher } from '../batcher.ts';
+import { ackMessages } from './rocketmq-batch.ts';
 import type { Broker, BrokerStats, CloseOptions, Delivery, DeliveryHandler, OutgoingMessage, SubscribeOptions, Subscription } from './port.ts';
 import { drainHandlers, redeliveryDelayMs } from './port.ts';
 
@@ -72,6 +76,8 @@ export class RocketMqBroker implements Broker {
   private producerReady: Promise<Producer> | undefined;
   private readonly subs = new Set<Subscription>();
   private closed = false;
+  /** Sends not yet answered: close() waits for them before it shuts the producer down. */
+  private readonly sending = new Set<Promise<unknown>>();
   /** Our own calls to the proxy (sends, receives, acks, invisible-duration changes); not the client's heartbeats. */
   readonly stats: BrokerStats = { requests: 0 };
 
@@ -132,17 +138,28 @@ export class RocketMqBroker implements Broker {
     for (const t of topics) await routed.getRouteData(t);
   }
 
+  /**
+   * One send per message, concurrently (gRPC multiplexes them on one connection). Not batched:
+   * the 5.3 proxy gives every message of a multi-message SendMessageRequest the keys and user
+   * properties of the first one (seen with 5.3.3), and each message carries its own.
+   */
   async publish(topic: string, message: OutgoingMessage): Promise<void> {
     if (this.closed) throw new Error('rocketmq broker is closed');
     const producer = await this.getProducer();
     this.stats.requests++;
-    await producer.send({
+    const sending = producer.send({
       topic,
       body: Buffer.from(message.body, 'utf8'),
       keys: [message.key],
       ...(message.tag !== undefined ? { tag: message.tag } : {}),
       properties: new Map(Object.entries(message.headers ?? {})),
     });
+    this.sending.add(sending);
+    try {
+      await sending;
+    } finally {
+      this.sending.delete(sending);
+    }
   }
 
   async subscribe(topic: string, group: string, handler: DeliveryHandler, opts: SubscribeOptions = {}): Promise<Subscription> {
@@ -159,6 +176,14 @@ export class RocketMqBroker implements Broker {
       `consumer ${group}`,
     );
     const concurrency = opts.concurrency ?? 1;
+    const acks = new Batcher<MessageView>({
+      maxBatch: 256,
+      send: async (views) => {
+        this.stats.requests++;
+        await ackMessages(consumer, group, views, this.opts.requestTimeoutMs);
+        return views.map(() => undefined);
+      },
+    });
     const running = new Set<Promise<void>>();
     let stopping = false;
     let wake: (() => void) | undefined;
@@ -187,9 +212,11 @@ export class RocketMqBroker implements Broker {
         await renewing;
       }
       try {
-        this.stats.requests++;
-        if (ok) await consumer.ack(mv);
-        else await consumer.changeInvisibleDuration(mv, redeliveryDelayMs(d.attempt));
+        if (ok) await acks.add(mv);
+        else {
+          this.stats.requests++;
+          await consumer.changeInvisibleDuration(mv, redeliveryDelayMs(d.attempt));
+        }
       } catch (err) {
         // Not acked: the message comes back when its invisible duration ends.
         log.warn(ok ? 'ack failed; the message will come back' : 'could not release a failed message early', { key: d.key, err: errorMessage(err) });
@@ -243,6 +270,7 @@ export class RocketMqBroker implements Broker {
           if (!drained) log.warn('left running handlers behind; their messages will be redelivered', { inFlight: running.size });
           // The receive loop ends after its current long poll.
           await Promise.race([loop, sleep(this.opts.awaitMs + this.opts.requestTimeoutMs)]);
+          await acks.close();
           await consumer.shutdown().catch((err: unknown) => log.warn('consumer shutdown failed', { err: errorMessage(err) }));
           this.subs.delete(sub);
         })();
@@ -276,6 +304,7 @@ export class RocketMqBroker implements Broker {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled([...this.subs].map((s) => s.close(opts)));
+    await Promise.allSettled([...this.sending]);
     await this.producer?.shutdown().catch((err: unknown) => this.logger.warn('producer shutdown failed', { err: errorMessage(err) }));
   }
 }

@@ -17,5 +17,6 @@ brokerConformance('kafka', {
   },
   holdMs: SESSION_MS,
   quietMs: 2000,
+  publishRequestsPerMessage: 0.25,
   deliveryTimeoutMs: 20_000,
 });

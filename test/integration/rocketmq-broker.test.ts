@@ -10,5 +10,6 @@ brokerConformance('rocketmq', {
   prepare: (topics, groups) => createRocketTopics(topics, groups),
   holdMs: INVISIBLE_MS,
   quietMs: 3000,
+  publishRequestsPerMessage: 1,
   deliveryTimeoutMs: 20_000,
 });
