@@ -23,8 +23,8 @@ if (config.broker === 'memory') {
 const broker = await createBroker(config, logger);
 const store = await createStore(config, logger);
 await ensureTopics(broker, config, logger);
-reportStatsOnSignal(store, broker);
 const worker = new Worker({ broker, store, registry: defaultRegistry(), logger, options: workerOptions(config) });
+reportStatsOnSignal(store, broker, () => ({ tasks_done: worker.stats.done, handler_runs: worker.stats.handlerRuns, duplicates: worker.stats.duplicates }));
 const relay = startRelay({ store, broker, topic: config.topics.request, logger });
 onShutdown(logger, () =>
   closeAll(logger, [

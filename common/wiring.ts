@@ -123,7 +123,7 @@ export async function closeAll(logger: Logger, steps: [string, () => Promise<unk
  * level: CPU time, memory, and the round trips to Redis and the broker since start. The
  * comparison benchmark reads two of them to measure the cost per task.
  */
-export function reportStatsOnSignal(store: TaskStore, broker: Broker): void {
+export function reportStatsOnSignal(store: TaskStore, broker: Broker, extra: () => Record<string, number> = () => ({})): void {
   process.on('SIGUSR2', () => {
     const cpu = process.cpuUsage();
     const line = {
@@ -134,6 +134,7 @@ export function reportStatsOnSignal(store: TaskStore, broker: Broker): void {
       rss_bytes: process.memoryUsage.rss(),
       redis_round_trips: store.stats.roundTrips,
       broker_requests: broker.stats.requests,
+      ...extra(),
     };
     process.stdout.write(`${JSON.stringify(line)}\n`);
   });
