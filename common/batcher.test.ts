@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Batcher, BatcherClosedError } from './batcher.ts';
+import { BatchTimeoutError, Batcher, BatcherClosedError } from './batcher.ts';
 
 /** A batch sender under the test's control: each batch waits until released. */
 function controlled<T>() {
@@ -114,5 +114,25 @@ describe('Batcher', () => {
     await expect(queued).resolves.toBeUndefined();
     expect(c.batches).toEqual([[1], [2]]);
     await b.close();
+  });
+});
+
+describe('Batcher timeouts', () => {
+  it('fails the callers of a batch that is not answered in time, and lets the next batch go', async () => {
+    let calls = 0;
+    const b = new Batcher<number>({
+      timeoutMs: 50,
+      send: (items) => {
+        calls++;
+        // The first send never answers (a client stuck retrying a broker that went away).
+        return calls === 1 ? new Promise<void[]>(() => undefined) : Promise.resolve(items.map(() => undefined));
+      },
+    });
+    const stuck = b.add(1);
+    await new Promise((r) => setImmediate(r));
+    const next = b.add(2);
+    await expect(stuck).rejects.toBeInstanceOf(BatchTimeoutError);
+    await expect(next).resolves.toBeUndefined();
+    expect(calls).toBe(2);
   });
 });

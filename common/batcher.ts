@@ -18,6 +18,13 @@ export interface BatcherOptions<T, R> {
   weigh?: (item: T) => number;
   /** Most bytes in one batch (an item bigger than this goes alone). Default: no limit. */
   maxBatchBytes?: number;
+  /**
+   * A batch not answered within this long fails its callers and frees its slot, so one send
+   * stuck in a client's retries (a broker that went away) cannot hold back every later batch.
+   * The send itself may still land later: callers must treat the failure as "unknown", as they
+   * treat a timeout. Default: no limit.
+   */
+  timeoutMs?: number;
 }
 
 interface Pending<T, R> {
@@ -29,6 +36,12 @@ interface Pending<T, R> {
 export class BatcherClosedError extends Error {
   constructor() {
     super('the batcher is closed');
+  }
+}
+
+export class BatchTimeoutError extends Error {
+  constructor(timeoutMs: number) {
+    super(`the batch was not answered within ${timeoutMs} ms`);
   }
 }
 
@@ -108,12 +121,25 @@ export class Batcher<T, R = void> {
   }
 
   private async sendBatch(batch: Pending<T, R>[]): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      const results = await this.opts.send(batch.map((p) => p.item));
+      const sending = this.opts.send(batch.map((p) => p.item));
+      const { timeoutMs } = this.opts;
+      const results =
+        timeoutMs === undefined
+          ? await sending
+          : await Promise.race([
+              sending,
+              new Promise<never>((_, reject) => {
+                timer = setTimeout(() => reject(new BatchTimeoutError(timeoutMs)), timeoutMs);
+              }),
+            ]);
       if (results.length !== batch.length) throw new Error(`a batch of ${batch.length} answered ${results.length} results`);
       batch.forEach((p, i) => p.resolve(results[i] as R));
     } catch (err) {
       for (const p of batch) p.reject(err);
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

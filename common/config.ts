@@ -6,6 +6,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
+import { DEFAULT_KEY_PREFIX } from './keys.ts';
 
 const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
 const str = (def: string) => z.string().trim().min(1).default(def);
@@ -29,7 +30,7 @@ const envSchema = z.object({
   REDIS_KEY_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9:_{}-]*$/, 'letters, digits, ":", "_", "-", "{" and "}" only')
-    .default('{atq}:'),
+    .default(DEFAULT_KEY_PREFIX),
 
   MQ_ENDPOINT: str('127.0.0.1:8081'),
   MQ_TOPIC_REQUEST: z

@@ -5,6 +5,9 @@
 import { createHash } from 'node:crypto';
 import { isTaskId } from './task.ts';
 
+/** Every key of a deployment shares this hash tag, so one script's keys share a cluster slot. */
+export const DEFAULT_KEY_PREFIX = '{atq}:';
+
 export interface Keys {
   task(id: string): string;
   /** Sorted set: task id → the time its request message is due to be (re)published. */

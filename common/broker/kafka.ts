@@ -93,6 +93,10 @@ export class KafkaBroker implements Broker {
     this.publisher = new Batcher({
       maxBatch: opts.maxBatch ?? 500,
       maxBatchBytes: opts.maxBatchBytes ?? 512 * 1024,
+      // One sendBatch at a time, never cut short: the idempotent producer numbers each
+      // partition's batches in order, and two batches in flight at once could carry the same
+      // sequence, which the broker would take for a duplicate of the first and drop. A batch
+      // stuck while the broker is away ends by the producer's own short retries (below).
       weigh: (m) => messageBytes(m.message.value as string),
       send: async (items) => {
         const producer = await this.getProducer();
@@ -115,7 +119,15 @@ export class KafkaBroker implements Broker {
 
   private getProducer(): Promise<Producer> {
     this.producerReady ??= (async () => {
-      const p = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+      // Retries close together (at most 1 s apart, about 10 s in all), so that a batch caught by a
+      // broker restart goes out soon after the broker is back; the callers' own timeout (the
+      // API's 503) is shorter still.
+      const p = this.kafka.producer({
+        idempotent: true,
+        maxInFlightRequests: 1,
+        allowAutoTopicCreation: false,
+        retry: { retries: 10, initialRetryTime: 100, maxRetryTime: 1000 },
+      });
       p.on(p.events.REQUEST, this.countRequest);
       this.producer = p;
       await p.connect();

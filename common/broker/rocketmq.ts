@@ -178,6 +178,7 @@ export class RocketMqBroker implements Broker {
     const concurrency = opts.concurrency ?? 1;
     const acks = new Batcher<MessageView>({
       maxBatch: 256,
+      timeoutMs: this.opts.requestTimeoutMs,
       send: async (views) => {
         this.stats.requests++;
         await ackMessages(consumer, group, views, this.opts.requestTimeoutMs);

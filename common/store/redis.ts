@@ -9,7 +9,7 @@ import { createClient, createCluster, type RedisClientOptions, type RedisClientT
 import { sleep } from '../backoff.ts';
 import { Batcher } from '../batcher.ts';
 import { UnavailableError, errorMessage, withTimeout } from '../errors.ts';
-import { makeKeys, type Keys } from '../keys.ts';
+import { DEFAULT_KEY_PREFIX, makeKeys, type Keys } from '../keys.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import {
@@ -127,7 +127,7 @@ function eventArgs(events: readonly HandlerEvent[], outputLimit: string): string
   return out;
 }
 
-export const DEFAULT_KEY_PREFIX = '{atq}:';
+export { DEFAULT_KEY_PREFIX };
 
 type Client = RedisClientType | RedisClusterType;
 

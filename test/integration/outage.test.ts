@@ -14,7 +14,7 @@ import { CACHE_DIR, ensureDir, restartService, stopGroup, stopService, type Serv
 import { startKafka } from '../../infra/kafka.ts';
 import { startRedis } from '../../infra/redis.ts';
 import { startRocketmq } from '../../infra/rocketmq.ts';
-import { RedisTaskStore } from '../../common/store/redis.ts';
+import { DEFAULT_KEY_PREFIX, RedisTaskStore } from '../../common/store/redis.ts';
 import { killAll, startApi, startEntry, type Child } from '../support/processes.ts';
 import { sleep, waitFor } from '../support/wait.ts';
 
@@ -73,7 +73,7 @@ describe.each(['kafka', 'rocketmq'] as const)('outages of Redis and %s under loa
         RETRY_BASE_MS: '200',
         RETRY_MAX_MS: '1000',
       };
-      store = new RedisTaskStore({ host: redis.env.REDIS_HOST ?? '', port: Number(redis.env.REDIS_PORT), keyPrefix: 'atq:' });
+      store = new RedisTaskStore({ host: redis.env.REDIS_HOST ?? '', port: Number(redis.env.REDIS_PORT), keyPrefix: DEFAULT_KEY_PREFIX });
       await store.connect(5000);
       api = await startApi(env);
       const url = api.url;
@@ -171,11 +171,20 @@ describe.each(['kafka', 'rocketmq'] as const)('outages of Redis and %s under loa
       // Every accepted task completes; the workers were never restarted.
       const accepted = answers.flatMap((a) => (a.status === 202 && a.taskId ? [a.taskId] : []));
       const st = store;
-      await waitFor(
-        `all ${accepted.length} accepted tasks done`,
-        async () => (await Promise.all(accepted.map((id) => st.get(id)))).every((r) => r?.status === 'done'),
-        { timeoutMs: 120_000, intervalMs: 1000 },
-      );
+      try {
+        await waitFor(
+          `all ${accepted.length} accepted tasks done`,
+          async () => (await Promise.all(accepted.map((id) => st.get(id)))).every((r) => r?.status === 'done'),
+          { timeoutMs: 120_000, intervalMs: 1000 },
+        );
+      } catch (err) {
+        // Say what the unfinished ones look like, so a failure can be read.
+        const left = (await Promise.all(accepted.map((id) => st.get(id)))).filter((r) => r?.status !== 'done');
+        log(
+          `not done: ${JSON.stringify(left.slice(0, 5).map((r) => r && { id: r.id, status: r.status, attempt: r.attempt, worker: r.worker, lease: r.leaseUntil, error: r.error }))} (${left.length} in all)`,
+        );
+        throw err;
+      }
       for (const w of workers) expect(w.alive(), `${w.name} is still running`).toBe(true);
       expect(api.child.alive()).toBe(true);
       log(`${accepted.length} accepted tasks all done; ${answers.length - accepted.length} answered 503`);
