@@ -66,7 +66,6 @@ async function stack(opts: { concurrency?: number; start?: boolean } = {}) {
       concurrency: opts.concurrency ?? 4,
       leaseMs: 5000,
       shutdownGraceMs: 1000,
-      maxAttempts: 3,
       retryBaseMs: 20,
       retryMaxMs: 50,
       taskTimeoutMs: 10_000,

@@ -22,7 +22,6 @@ const options = (over: Partial<WorkerOptions> = {}): WorkerOptions => ({
   concurrency: 4,
   leaseMs: 5000,
   shutdownGraceMs: 2000,
-  maxAttempts: 3,
   retryBaseMs: 20,
   retryMaxMs: 50,
   taskTimeoutMs: 5000,

@@ -28,8 +28,6 @@ export interface WorkerOptions {
   leaseMs: number;
   /** How long shutdown waits for running tasks. */
   shutdownGraceMs: number;
-  /** Default attempts per task type. */
-  maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
   /** Default time one attempt may take. */
