@@ -5,6 +5,7 @@
 import { Hono, type Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { z } from 'zod';
+import { sleep } from '../common/backoff.ts';
 import type { Broker } from '../common/broker/port.ts';
 import { MethodNotAllowedError, NotFoundError, TaskFinishedError, ValidationError, errorMessage, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
@@ -17,7 +18,7 @@ import { renderError, validationError } from './errors.ts';
 import { readSubmission } from './request.ts';
 import { decodeCursor, encodeCursor, getQuery, listQuery, postQuery } from './schemas.ts';
 import { submitTask } from './submit.ts';
-import { followEvents, pause, waitForEnd } from './watch.ts';
+import { followEvents, waitForEnd } from './watch.ts';
 
 export interface AppDeps {
   store: TaskStore;
@@ -171,7 +172,7 @@ export function createApp(deps: AppDeps): Hono {
       // Comments keep proxies and load balancers from closing a quiet stream.
       const keepAlive = (async () => {
         while (!ac.signal.aborted) {
-          await pause(keepAliveMs, ac.signal);
+          await sleep(keepAliveMs, ac.signal);
           if (!ac.signal.aborted) await stream.write(': keep-alive\n\n').catch(() => ac.abort());
         }
       })();

@@ -3,7 +3,6 @@
  * Both read Redis (through the store), never process memory, so any API replica can serve
  * any caller and a reconnect may land on another replica.
  */
-import { sleep } from '../common/backoff.ts';
 import type { TaskStore } from '../common/store/port.ts';
 import { TERMINAL_EVENTS, isTerminal, type TaskEvent, type TaskRecord } from '../common/task.ts';
 
@@ -15,9 +14,6 @@ export interface WatchOptions {
   pollMs: number;
   signal?: AbortSignal;
 }
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-export const pause = sleep;
 
 const PAGE = 200;
 /** How often a quiet watch checks that its task still exists (it may expire meanwhile). */

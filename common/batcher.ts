@@ -61,11 +61,6 @@ export class Batcher<T, R = void> {
     if (this.maxBatch < 1 || this.maxInFlight < 1) throw new RangeError('maxBatch and maxInFlight must be at least 1');
   }
 
-  /** Items waiting for a batch. */
-  get waiting(): number {
-    return this.queue.length;
-  }
-
   add(item: T): Promise<R> {
     if (this.closed) return Promise.reject(new BatcherClosedError());
     return new Promise<R>((resolve, reject) => {

@@ -27,11 +27,6 @@ export class WatchHub {
 
   constructor(private readonly hooks: WatchHubHooks) {}
 
-  /** Tasks watched now. */
-  get size(): number {
-    return this.channels.size;
-  }
-
   async watch(id: string): Promise<TaskWatch> {
     const key = id.toLowerCase();
     let channel = this.channels.get(key);
