@@ -38,6 +38,24 @@ export interface TaskType<I = unknown, O = unknown> {
   maxAttempts?: number;
   /** Time one attempt may take. Default: TASK_TIMEOUT_MS. */
   timeoutMs?: number;
+  /**
+   * Quota units one task of this type spends from its tenant's budget, fixed or computed from
+   * its (validated) input; a whole number >= 0. Default 1.
+   */
+  cost?: number | ((input: I) => number);
+  /**
+   * A cheaper input this type can run instead when the tenant's quota is short of the full
+   * cost (seed 000: a multi-agent report downgrades to single-agent). Answers null when this
+   * input has no cheaper form. The downgraded input's cost is computed with `cost`.
+   */
+  downgrade?: (input: I) => I | null;
+}
+
+/** The quota units a task of `type` with `input` costs (see TaskType.cost). */
+export function costOf<I>(type: TaskType<I>, input: I): number {
+  const c = typeof type.cost === 'function' ? type.cost(input) : (type.cost ?? 1);
+  if (!Number.isInteger(c) || c < 0) throw new TypeError(`task type ${type.name}: cost must be a whole number >= 0 (got ${c})`);
+  return c;
 }
 
 export const defineTaskType = <I, O>(t: TaskType<I, O>): TaskType<I, O> => t;
