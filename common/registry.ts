@@ -27,6 +27,9 @@ export interface HandlerContext {
   partial(chunk: string): Promise<void>;
 }
 
+/** A function type checked like a method (bivariantly), so a TaskType<I> is a TaskType<unknown> in the registry. */
+type Bivariant<F extends (...args: never[]) => unknown> = { check(...args: Parameters<F>): ReturnType<F> }['check'];
+
 export interface TaskType<I = unknown, O = unknown> {
   /** Name used in `type` on submit, e.g. `agent`. */
   name: string;
@@ -42,13 +45,13 @@ export interface TaskType<I = unknown, O = unknown> {
    * Quota units one task of this type spends from its tenant's budget, fixed or computed from
    * its (validated) input; a whole number >= 0. Default 1.
    */
-  cost?: number | ((input: I) => number);
+  cost?: number | Bivariant<(input: I) => number>;
   /**
    * A cheaper input this type can run instead when the tenant's quota is short of the full
    * cost (seed 000: a multi-agent report downgrades to single-agent). Answers null when this
    * input has no cheaper form. The downgraded input's cost is computed with `cost`.
    */
-  downgrade?: (input: I) => I | null;
+  downgrade?(input: I): I | null;
 }
 
 /** The quota units a task of `type` with `input` costs (see TaskType.cost). */
