@@ -8,6 +8,10 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { z } from 'zod';
 import {
   AppError,
+  ClientAbortedError,
+  ForbiddenError,
+  TooManyRequestsError,
+  UnauthorizedError,
   IdempotencyKeyReusedError,
   MethodNotAllowedError,
   NotFoundError,
@@ -21,7 +25,16 @@ import {
 import type { Logger } from '../common/logger.ts';
 
 export interface ErrorBody {
-  error: { code: string; message: string; issues?: FieldIssue[]; task_id?: string; status?: string; dependency?: string };
+  error: {
+    code: string;
+    message: string;
+    issues?: FieldIssue[];
+    task_id?: string;
+    status?: string;
+    dependency?: string;
+    /** 429: seconds until the request may succeed (also in Retry-After). */
+    retry_after?: number;
+  };
 }
 
 /** Seconds a client should wait before retrying after a 503. */
@@ -45,6 +58,11 @@ export function validationError(err: z.ZodError, prefix: (string | number)[] = [
 
 export function statusOf(err: unknown): ContentfulStatusCode {
   if (err instanceof ValidationError) return 400;
+  if (err instanceof UnauthorizedError) return 401;
+  if (err instanceof ForbiddenError) return 403;
+  if (err instanceof TooManyRequestsError) return 429;
+  // Nobody reads this answer; 400 keeps it out of the 5xx counts.
+  if (err instanceof ClientAbortedError) return 400;
   if (err instanceof NotFoundError) return 404;
   if (err instanceof MethodNotAllowedError) return 405;
   if (err instanceof PayloadTooLargeError) return 413;
@@ -62,6 +80,7 @@ export function errorBody(err: unknown): ErrorBody {
     if (err instanceof ValidationError) body.error.issues = err.issues;
     if ((err instanceof NotFoundError || err instanceof IdempotencyKeyReusedError) && err.taskId) body.error.task_id = err.taskId;
     if (err instanceof UnavailableError) body.error.dependency = err.dependency;
+    if (err instanceof TooManyRequestsError) body.error.retry_after = err.retryAfterSeconds;
     if (err instanceof TaskFinishedError) {
       body.error.task_id = err.taskId;
       body.error.status = err.status;
@@ -82,7 +101,15 @@ export function renderError(c: Context, err: unknown, logger: Logger): Response 
       stack: status === 500 && err instanceof Error ? err.stack : undefined,
     });
   }
+  if (err instanceof ClientAbortedError) logger.debug('client went away before its request was read', { method: c.req.method, path: c.req.path });
   if (status === 503) c.header('Retry-After', String(RETRY_AFTER_SECONDS));
+  if (err instanceof TooManyRequestsError) {
+    c.header('Retry-After', String(err.retryAfterSeconds));
+    for (const [name, value] of Object.entries(err.headers)) c.header(name, value);
+  }
+  if (err instanceof UnauthorizedError) {
+    c.header('WWW-Authenticate', `Bearer realm="agent-task-queue"${err.bearerError ? `, error="${err.bearerError}"` : ''}`);
+  }
   if (err instanceof MethodNotAllowedError) c.header('Allow', err.allow);
   return c.json(errorBody(err), status);
 }

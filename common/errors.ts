@@ -71,6 +71,47 @@ export class IdempotencyKeyReusedError extends AppError {
   }
 }
 
+/** No API key, or one that is unknown or revoked: answer 401 with WWW-Authenticate. */
+export class UnauthorizedError extends AppError {
+  constructor(
+    message: string,
+    /** RFC 6750's error attribute: absent when no credentials were sent at all. */
+    readonly bearerError?: 'invalid_request' | 'invalid_token',
+  ) {
+    super('unauthorized', message);
+  }
+}
+
+/** The key is valid but lacks the scope the route needs: answer 403. */
+export class ForbiddenError extends AppError {
+  constructor(readonly scope: string) {
+    super('forbidden', `this API key lacks the scope ${scope}`);
+  }
+}
+
+/**
+ * Too many requests (`rate_limited`) or not enough quota units (`quota_exceeded`): answer 429
+ * with Retry-After and, for a rate limit, the RateLimit-Policy and RateLimit headers.
+ */
+export class TooManyRequestsError extends AppError {
+  constructor(
+    code: 'rate_limited' | 'quota_exceeded',
+    message: string,
+    readonly retryAfterSeconds: number,
+    /** Extra response headers (the IETF draft's RateLimit-Policy / RateLimit). */
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(code, message, { retriable: true });
+  }
+}
+
+/** The client went away before its request was read (an aborted upload): routine, nobody to answer. */
+export class ClientAbortedError extends AppError {
+  constructor(message = 'the client closed the connection before the request was read', opts: { cause?: unknown } = {}) {
+    super('client_aborted', message, opts);
+  }
+}
+
 export type Dependency = 'redis' | 'broker';
 
 /** A dependency (Redis or the broker) is unreachable or too slow: answer 503, try later. */
