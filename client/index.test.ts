@@ -1,5 +1,16 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { TaskApiError, TaskClient, TaskStreamError, TaskWaitTimeoutError, agentTools, type TaskEvent, type TaskView } from './index.ts';
+import {
+  TaskApiError,
+  TaskAuthError,
+  TaskClient,
+  TaskRateLimitError,
+  TaskStreamError,
+  TaskWaitTimeoutError,
+  agentTools,
+  type TaskEvent,
+  type TaskView,
+  type TenantQuota,
+} from './index.ts';
 
 /** A path prefix, to check that the client keeps it. */
 const BASE = 'http://api.test/queue';
@@ -395,5 +406,205 @@ describe('agentTools', () => {
 
     expect(await tools.get_task_results(['t1', 't2', 't3'])).toEqual({ t1: { answer: 42 } });
     expect((await tools.check_task('t3')).status).toBe('running');
+  });
+});
+
+describe('API keys, 401/403 and 429', () => {
+  const KEY = 'atq_' + 'a1B2-c3D4_'.repeat(4) + 'xyz';
+  const ACCEPTED = { task_id: ID, status: 'queued', type: 'agent', status_url: '', created_at: AT, downgraded: false };
+  const QUOTA: TenantQuota = { tenant: 'acme', units: 100, window_seconds: 86400, spent: 12, remaining: 88, resets_at: '2026-12-02T00:00:00.000Z' };
+  const rateLimited = (seconds: number) =>
+    json(
+      429,
+      { error: { code: 'rate_limited', message: 'too many submits', retry_after: seconds } },
+      {
+        'retry-after': String(seconds),
+        'ratelimit-policy': '"submits";q=10;w=1',
+        ratelimit: `"submits";r=0;t=${seconds}`,
+      },
+    );
+  const quotaExceeded = (seconds: number) =>
+    json(429, { error: { code: 'quota_exceeded', message: 'tenant acme has 2 of 100 units left', retry_after: seconds } }, { 'retry-after': String(seconds) });
+  const submit = (client: TaskClient, idempotencyKey?: string) => client.submit({ user_id: 'u', content: 'x' }, { idempotencyKey });
+
+  it('sends the key as a Bearer token on every call, the event streams included', async () => {
+    const { fetch, calls } = fakeApi((req) => {
+      const p = path(req);
+      if (p.endsWith('/events')) return sse(EVENTS.map(frame)).response;
+      if (p.endsWith('/quota')) return json(200, QUOTA);
+      if (req.method === 'POST') return json(202, ACCEPTED);
+      if (p.endsWith('/tasks')) return json(200, { tasks: [DONE], next_cursor: null });
+      return json(200, DONE);
+    });
+    const client = new TaskClient({ baseUrl: BASE, fetch, apiKey: KEY, headers: { authorization: 'Bearer old', 'x-trace': '1' } });
+
+    await submit(client);
+    await submit(client, 'k-1');
+    await client.get(ID);
+    await client.cancel(ID);
+    await client.list();
+    await collect(client.listAll());
+    await client.quota();
+    await collect(client.stream(ID));
+    await client.wait(ID);
+    const tools = agentTools(client);
+    await tools.submit_task('agent', { content: 'x' });
+    await tools.wait_for_tasks([ID]);
+    await tools.get_quota();
+
+    expect(new Set(calls.map((c) => `${c.method} ${path(c).replace(ID, ':id')}`))).toEqual(
+      new Set(['POST /queue/tasks', 'GET /queue/tasks/:id', 'DELETE /queue/tasks/:id', 'GET /queue/tasks', 'GET /queue/quota', 'GET /queue/tasks/:id/events']),
+    );
+    expect(calls.map((c) => c.headers.get('authorization'))).toEqual(calls.map(() => `Bearer ${KEY}`));
+    expect(calls.every((c) => c.headers.get('x-trace') === '1')).toBe(true);
+  });
+
+  it('sends no Authorization without a key, and refuses a key that is not bare', async () => {
+    const { fetch, calls } = fakeApi(() => json(200, DONE));
+    await new TaskClient({ baseUrl: BASE, fetch }).get(ID);
+    await new TaskClient({ baseUrl: BASE, fetch, apiKey: '' }).get(ID);
+    expect(calls.map((c) => c.headers.get('authorization'))).toEqual([null, null]);
+
+    expect(() => new TaskClient({ baseUrl: BASE, fetch, apiKey: `Bearer ${KEY}` })).toThrow(TypeError);
+  });
+
+  it('turns a 401 into a TaskAuthError that says to set apiKey, and never retries it', async () => {
+    const { fetch, calls } = fakeApi(() =>
+      json(401, { error: { code: 'unauthorized', message: 'missing API key' } }, { 'www-authenticate': 'Bearer realm="agent-task-queue"' }),
+    );
+    const err = await new TaskClient({ baseUrl: BASE, fetch }).get(ID).catch((e: unknown) => e);
+
+    expect(err).toBeInstanceOf(TaskAuthError);
+    expect(err).toBeInstanceOf(TaskApiError);
+    expect(err).toMatchObject({ name: 'TaskAuthError', status: 401, code: 'unauthorized', keySent: false });
+    expect((err as Error).message).toMatch(/^missing API key .*set the apiKey/);
+    expect(calls).toHaveLength(1);
+
+    const refused = await new TaskClient({ baseUrl: BASE, fetch, apiKey: KEY })
+      .submit({ user_id: 'u', content: 'x' }, { idempotencyKey: 'k' })
+      .catch((e: unknown) => e);
+    expect(refused).toMatchObject({ status: 401, keySent: true });
+    expect((refused as Error).message).toContain('refused');
+    expect(calls).toHaveLength(2);
+  });
+
+  it('turns a 403 into a TaskAuthError naming the scope, never retried, and wait() does not fall back to polling', async () => {
+    const { fetch, calls } = fakeApi(() => json(403, { error: { code: 'forbidden', message: 'this API key lacks the scope tasks:read' } }));
+    const client = new TaskClient({ baseUrl: BASE, fetch, apiKey: KEY });
+
+    const err = await client.wait(ID).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TaskAuthError);
+    expect(err).toMatchObject({ status: 403, code: 'forbidden', scope: 'tasks:read', keySent: true });
+    expect((err as Error).message).toContain('use an API key that has the scope tasks:read');
+    expect(calls.map(path)).toEqual([`/queue/tasks/${ID}/events`]);
+
+    await expect(collect(client.stream(ID))).rejects.toBeInstanceOf(TaskAuthError);
+    expect(calls).toHaveLength(2);
+  });
+
+  it('retries a 429 rate_limited read after Retry-After', async () => {
+    vi.useFakeTimers();
+    const { fetch, calls } = fakeApi((_req, n) => (n === 1 ? rateLimited(2) : json(200, DONE)));
+    const task = new TaskClient({ baseUrl: BASE, fetch, apiKey: KEY }).get(ID);
+
+    await vi.advanceTimersByTimeAsync(1999);
+    expect(calls).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    await expect(task).resolves.toEqual(DONE);
+    expect(calls).toHaveLength(2);
+  });
+
+  it('retries a rate-limited event stream too', async () => {
+    const { fetch, calls } = fakeApi((_req, n) => (n === 1 ? rateLimited(0) : sse(EVENTS.map(frame)).response));
+    expect(await collect(new TaskClient({ baseUrl: BASE, fetch }).stream(ID))).toEqual(EVENTS);
+    expect(calls).toHaveLength(2);
+  });
+
+  it('retries a rate-limited submit only when it has an Idempotency-Key', async () => {
+    const without = fakeApi(() => rateLimited(0));
+    const err = await submit(new TaskClient({ baseUrl: BASE, fetch: without.fetch })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TaskRateLimitError);
+    expect(err).toBeInstanceOf(TaskApiError);
+    expect(err).toMatchObject({
+      status: 429,
+      code: 'rate_limited',
+      retryAfterSeconds: 0,
+      quotaExceeded: false,
+      rateLimit: { policy: 'submits', remaining: 0, resetSeconds: 0, quota: 10, windowSeconds: 1 },
+    });
+    expect((err as Error).message).toMatch(/too many submits .*try again in 0 s/);
+    expect(without.calls).toHaveLength(1);
+
+    const withKey = fakeApi((_req, n) => (n <= 2 ? rateLimited(0) : json(202, ACCEPTED)));
+    await expect(submit(new TaskClient({ baseUrl: BASE, fetch: withKey.fetch }), 'k-1')).resolves.toMatchObject({ finished: false, task_id: ID });
+    expect(withKey.calls.map((c) => c.headers.get('idempotency-key'))).toEqual(['k-1', 'k-1', 'k-1']);
+  });
+
+  it('gives up on 429s after `retries`', async () => {
+    const { fetch, calls } = fakeApi(() => rateLimited(0));
+    await expect(new TaskClient({ baseUrl: BASE, fetch, retries: 2 }).list()).rejects.toBeInstanceOf(TaskRateLimitError);
+    expect(calls).toHaveLength(3);
+  });
+
+  it('never retries quota_exceeded, and says when the quota resets', async () => {
+    vi.useFakeTimers({ now: Date.parse(AT) });
+    const { fetch, calls } = fakeApi(() => quotaExceeded(5 * 3600 + 60));
+    const client = new TaskClient({ baseUrl: BASE, fetch, apiKey: KEY, maxRetryAfterMs: Infinity });
+
+    const err = await submit(client, 'k-1').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TaskRateLimitError);
+    expect(err).toMatchObject({ status: 429, code: 'quota_exceeded', quotaExceeded: true, retryAfterSeconds: 18060, rateLimit: undefined });
+    expect((err as TaskRateLimitError).retryAt?.toISOString()).toBe('2026-11-22T07:15:38.611Z');
+    expect((err as Error).message).toContain("the tenant's quota is spent; it resets in 5 h 1 min (at 2026-11-22T07:15:38.611Z)");
+
+    await expect(client.wait(ID)).rejects.toMatchObject({ code: 'quota_exceeded' });
+    expect(calls).toHaveLength(2);
+  });
+
+  it('throws at once a 429 whose Retry-After is over maxRetryAfterMs', async () => {
+    const { fetch, calls } = fakeApi(() => rateLimited(31));
+    const err = await new TaskClient({ baseUrl: BASE, fetch }).get(ID).catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 429, code: 'rate_limited', retryAfterSeconds: 31 });
+    expect(calls).toHaveLength(1);
+
+    await expect(new TaskClient({ baseUrl: BASE, fetch, maxRetryAfterMs: 1000 }).get(ID)).rejects.toBeInstanceOf(TaskRateLimitError);
+    expect(calls).toHaveLength(2);
+  });
+
+  it("takes the body's retry_after when Retry-After is not visible (CORS)", async () => {
+    vi.useFakeTimers();
+    const { fetch, calls } = fakeApi((_req, n) =>
+      n === 1 ? json(429, { error: { code: 'rate_limited', message: 'slow down', retry_after: 1 } }) : json(200, DONE),
+    );
+    const task = new TaskClient({ baseUrl: BASE, fetch }).get(ID);
+    await vi.advanceTimersByTimeAsync(999);
+    expect(calls).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    await expect(task).resolves.toEqual(DONE);
+  });
+
+  it('quota() answers the GET /quota body', async () => {
+    const unlimited: TenantQuota = { ...QUOTA, units: 0, spent: 40, remaining: null };
+    const { fetch, calls } = fakeApi((_req, n) => json(200, n === 1 ? QUOTA : unlimited));
+    const client = new TaskClient({ baseUrl: BASE, fetch, apiKey: KEY });
+
+    expect(await client.quota()).toEqual(QUOTA);
+    expect(await agentTools(client).get_quota()).toEqual(unlimited);
+    expect(calls.map((c) => [c.method, path(c)])).toEqual([
+      ['GET', '/queue/quota'],
+      ['GET', '/queue/quota'],
+    ]);
+  });
+
+  it("agent tools fail with the client's errors, whose messages say what happened and when to try again", async () => {
+    const { fetch } = fakeApi((req) =>
+      req.method === 'POST' ? rateLimited(20) : json(403, { error: { code: 'forbidden', message: 'this API key lacks the scope tasks:read' } }),
+    );
+    const tools = agentTools(new TaskClient({ baseUrl: BASE, fetch, apiKey: KEY }));
+
+    await expect(tools.submit_task('agent', { content: 'x' })).rejects.toThrow(/HTTP 429 rate_limited\): too many requests; try again in 20 s \(at /);
+    await expect(tools.check_task(ID)).rejects.toThrow(
+      'this API key lacks the scope tasks:read (HTTP 403 forbidden): use an API key that has the scope tasks:read',
+    );
   });
 });

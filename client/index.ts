@@ -51,6 +51,20 @@ export interface ListFilter {
   cursor?: string;
 }
 
+/** GET /quota: the quota of the API key's tenant. */
+export interface TenantQuota {
+  tenant: string;
+  /** Quota units per window; 0 means unlimited. */
+  units: number;
+  window_seconds: number;
+  /** Units spent in the current window. */
+  spent: number;
+  /** `units - spent`; null when unlimited. */
+  remaining: number | null;
+  /** When the current window ends and `spent` starts again from 0. */
+  resets_at: string;
+}
+
 export interface ApiIssue {
   /** Dotted path of the offending field, e.g. `input.content`. */
   path: string;
@@ -59,12 +73,15 @@ export interface ApiIssue {
 
 // --- errors -------------------------------------------------------------------------------
 
-/** The API answered 4xx or 5xx. Branch on `status` or `code`, never on the message. */
+/**
+ * The API answered 4xx or 5xx. Branch on `status` or `code` (or on the subclasses
+ * {@link TaskAuthError} and {@link TaskRateLimitError}), never on the message.
+ */
 export class TaskApiError extends Error {
-  override readonly name = 'TaskApiError';
+  override readonly name: string = 'TaskApiError';
   readonly issues: ApiIssue[];
   readonly taskId: string | undefined;
-  /** From `Retry-After` (503), in seconds. */
+  /** From `Retry-After` (503, 429), or the body's `retry_after`, in seconds. */
   readonly retryAfterSeconds: number | undefined;
 
   constructor(
@@ -77,6 +94,63 @@ export class TaskApiError extends Error {
     this.issues = extra.issues ?? [];
     this.taskId = extra.taskId;
     this.retryAfterSeconds = extra.retryAfterSeconds;
+  }
+}
+
+/**
+ * 401 (no API key, or a malformed, unknown or revoked one) or 403 (the key lacks a scope).
+ * Never retried: the same key gets the same answer.
+ */
+export class TaskAuthError extends TaskApiError {
+  override readonly name: string = 'TaskAuthError';
+  /** Whether the request carried an `Authorization` header (a 401 without one: set `apiKey`). */
+  readonly keySent: boolean;
+  /** 403: the scope the key lacks, e.g. `tasks:write`, when the API names it. */
+  readonly scope: string | undefined;
+
+  constructor(status: number, code: string, message: string, extra: { keySent: boolean; scope?: string; retryAfterSeconds?: number }) {
+    super(status, code, message, extra);
+    this.keySent = extra.keySent;
+    this.scope = extra.scope;
+  }
+}
+
+/** A `RateLimit` header of the IETF draft, e.g. `"submits";r=0;t=1`, with its `RateLimit-Policy`. */
+export interface RateLimitInfo {
+  /** The policy's name, e.g. `submits`. */
+  policy: string;
+  /** `r`: requests left in the window. */
+  remaining: number | undefined;
+  /** `t`: seconds until the window resets. */
+  resetSeconds: number | undefined;
+  /** `q` of the policy: requests per window. */
+  quota: number | undefined;
+  /** `w` of the policy: the window, in seconds. */
+  windowSeconds: number | undefined;
+}
+
+/**
+ * 429: `rate_limited` (too many requests for now; retried by the client where it may, see
+ * `maxRetryAfterMs`) or `quota_exceeded` (the tenant's quota window is spent; never retried,
+ * `retryAfterSeconds` says when it resets and may be hours). Another code (a proxy's 429 is
+ * `http_429`) is treated as a rate limit.
+ */
+export class TaskRateLimitError extends TaskApiError {
+  override readonly name: string = 'TaskRateLimitError';
+  /** When the request may succeed, from `retryAfterSeconds`; undefined when the API did not say. */
+  readonly retryAt: Date | undefined;
+  /** The IETF draft headers of a rate limit, when sent. */
+  readonly rateLimit: RateLimitInfo | undefined;
+
+  constructor(code: string, message: string, extra: { retryAfterSeconds?: number; rateLimit?: RateLimitInfo }) {
+    super(429, code, message, extra);
+    this.retryAt = extra.retryAfterSeconds === undefined ? undefined : new Date(Date.now() + extra.retryAfterSeconds * 1000);
+    this.rateLimit = extra.rateLimit;
+  }
+
+  /** The tenant's quota is spent until its window resets: waiting a little will not help. */
+  get quotaExceeded(): boolean {
+    return this.code === 'quota_exceeded';
   }
 }
 
@@ -111,15 +185,30 @@ export interface TaskClientOptions {
   baseUrl: string;
   /** Default: the global fetch. */
   fetch?: typeof fetch;
-  /** Sent with every request, e.g. `authorization`. */
+  /**
+   * The API key (`atq_…`), sent as `Authorization: Bearer <key>` with every request, the event
+   * streams included. The client reads nothing from the environment: callers typically pass
+   * `apiKey: process.env.ATQ_API_KEY`. Undefined or empty sends no key (enough for a server
+   * with AUTH=off). Takes precedence over an `authorization` in `headers`.
+   */
+  apiKey?: string;
+  /** Sent with every request. */
   headers?: Record<string, string>;
   /** How often wait() asks when it cannot stream. Default 1000 ms. */
   pollIntervalMs?: number;
   /**
-   * Retries of an idempotent call after a 503 or a network error, waiting `Retry-After`
-   * (at most 5 s) or a backoff. Also bounds reconnects of a stream that closes empty. Default 3.
+   * Retries of an idempotent call (a read, a cancel, a submit with an `idempotencyKey`) after
+   * a 503 or a network error, waiting `Retry-After` (at most 5 s) or a backoff, and after a
+   * 429 `rate_limited`, waiting its `Retry-After` (see `maxRetryAfterMs`). Also bounds
+   * reconnects of a stream that closes empty. Default 3.
    */
   retries?: number;
+  /**
+   * The longest `Retry-After` of a 429 `rate_limited` that a retry waits out; a longer one is
+   * thrown at once as a {@link TaskRateLimitError}, for the caller to decide. Default 30 000 ms.
+   * A 429 `quota_exceeded`, a 401 and a 403 are never retried.
+   */
+  maxRetryAfterMs?: number;
   /**
    * A stream that sends nothing, not even a keep-alive, for this long is dropped and opened
    * again. Default 45 000 ms: three missed keep-alives.
@@ -138,16 +227,21 @@ interface Call {
   body?: unknown;
   headers?: Record<string, string>;
   signal?: AbortSignal | undefined;
-  /** Whether the call may be sent again after a 503 or a network error. */
+  /** Whether the call may be sent again after a 503, a 429 `rate_limited` or a network error. */
   retry: boolean;
+  /** Called before each attempt, and before each wait between attempts. */
+  onAttempt?: () => void;
+  onRetryWait?: () => void;
 }
 
 export class TaskClient {
   private readonly baseUrl: string;
   private readonly fetch: typeof fetch;
   private readonly headers: Record<string, string>;
+  private readonly apiKey: string | undefined;
   private readonly pollIntervalMs: number;
   private readonly retries: number;
+  private readonly maxRetryAfterMs: number;
   private readonly streamIdleMs: number;
 
   constructor(opts: TaskClientOptions) {
@@ -156,8 +250,13 @@ export class TaskClient {
     const f = opts.fetch ?? globalThis.fetch;
     this.fetch = (input, init) => f(input, init);
     this.headers = opts.headers ?? {};
+    const key = opts.apiKey?.trim();
+    // A pasted `Bearer atq_…`, or two keys: fail now rather than with a 401 at the first call.
+    if (key && /\s/.test(key)) throw new TypeError('apiKey must be the bare key (atq_…), without "Bearer " or spaces');
+    this.apiKey = key || undefined;
     this.pollIntervalMs = opts.pollIntervalMs ?? 1000;
     this.retries = opts.retries ?? 3;
+    this.maxRetryAfterMs = opts.maxRetryAfterMs ?? 30_000;
     this.streamIdleMs = opts.streamIdleMs ?? 45_000;
   }
 
@@ -201,6 +300,15 @@ export class TaskClient {
   async cancel(id: string, opts: { signal?: AbortSignal } = {}): Promise<TaskView> {
     const res = await this.send({ method: 'DELETE', path: taskPath(id), signal: opts.signal, retry: true });
     return (await res.json()) as TaskView;
+  }
+
+  /**
+   * GET /quota: the tenant of the API key, its quota units per window, and what is spent and
+   * left of the current window.
+   */
+  async quota(opts: { signal?: AbortSignal } = {}): Promise<TenantQuota> {
+    const res = await this.send({ method: 'GET', path: '/quota', signal: opts.signal, retry: true });
+    return (await res.json()) as TenantQuota;
   }
 
   /** One page of GET /tasks, newest first. */
@@ -258,6 +366,8 @@ export class TaskClient {
       for await (const event of this.events(id, undefined, signal, 0)) if (TERMINAL_EVENTS.has(event.event)) break;
     } catch (err) {
       if (signal.aborted) throw err;
+      // Refused rather than unavailable: polling would be refused just the same.
+      if (err instanceof TaskAuthError || (err instanceof TaskRateLimitError && err.quotaExceeded)) throw err;
       return undefined;
     }
     const task = await this.get(id, { signal });
@@ -298,6 +408,9 @@ export class TaskClient {
           headers: { accept: 'text/event-stream', ...(lastId ? { 'last-event-id': lastId } : {}) },
           signal: connSignal,
           retry: true,
+          // Waits between retries (a 429's Retry-After may be long) are not silence of the stream.
+          onAttempt: touch,
+          onRetryWait: () => clearTimeout(idle),
         });
         const type = res.headers.get('content-type') ?? '';
         if (!res.body || !/^text\/event-stream\b/i.test(type)) {
@@ -344,6 +457,8 @@ export class TaskClient {
     const url = `${this.baseUrl}${call.path}${qs ? `?${qs}` : ''}`;
     const headers = new Headers({ accept: 'application/json' });
     for (const [k, v] of Object.entries({ ...this.headers, ...call.headers })) headers.set(k, v);
+    if (this.apiKey !== undefined) headers.set('authorization', `Bearer ${this.apiKey}`);
+    const keySent = headers.has('authorization');
     let body: string | undefined;
     if (call.body !== undefined) {
       headers.set('content-type', 'application/json');
@@ -352,18 +467,32 @@ export class TaskClient {
     for (let attempt = 1; ; attempt++) {
       const mayRetry = call.retry && attempt <= this.retries;
       let res: Response;
+      call.onAttempt?.();
       try {
         res = await this.fetch(url, { method: call.method, headers, body, signal: call.signal });
       } catch (err) {
         if (!mayRetry || call.signal?.aborted) throw err;
+        call.onRetryWait?.();
         await sleep(backoffMs(attempt, 250, MAX_RETRY_DELAY_MS), call.signal);
         continue;
       }
       if (res.ok) return res;
-      const error = await toApiError(res);
-      if (res.status !== 503 || !mayRetry) throw error;
+      const error = await toApiError(res, keySent);
+      if (!mayRetry) throw error;
       const after = error.retryAfterSeconds;
-      await sleep(after === undefined ? backoffMs(attempt, 250, MAX_RETRY_DELAY_MS) : Math.min(after * 1000, MAX_RETRY_DELAY_MS), call.signal);
+      let waitMs: number;
+      if (res.status === 503) {
+        waitMs = after === undefined ? backoffMs(attempt, 250, MAX_RETRY_DELAY_MS) : Math.min(after * 1000, MAX_RETRY_DELAY_MS);
+      } else if (error instanceof TaskRateLimitError && !error.quotaExceeded) {
+        // The API says when: wait that long, or not at all if it is longer than the caller allows.
+        waitMs = after === undefined ? backoffMs(attempt, 250, MAX_RETRY_DELAY_MS) : after * 1000;
+        if (waitMs > this.maxRetryAfterMs) throw error;
+      } else {
+        // 401, 403, quota_exceeded and the other 4xx answer the same again; other 5xx are not ours to repeat.
+        throw error;
+      }
+      call.onRetryWait?.();
+      await sleep(waitMs, call.signal);
     }
   }
 }
@@ -392,8 +521,7 @@ function parseRetryAfter(header: string | null): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - Date.now()) / 1000));
 }
 
-async function toApiError(res: Response): Promise<TaskApiError> {
-  const retryAfterSeconds = parseRetryAfter(res.headers.get('retry-after'));
+async function toApiError(res: Response, keySent: boolean): Promise<TaskApiError> {
   const text = await res.text().catch(() => '');
   let body: unknown;
   try {
@@ -402,16 +530,75 @@ async function toApiError(res: Response): Promise<TaskApiError> {
     body = undefined;
   }
   const e = isRecord(body) ? body.error : undefined;
-  if (isRecord(e) && typeof e.code === 'string' && typeof e.message === 'string') {
-    return new TaskApiError(res.status, e.code, e.message, {
-      issues: Array.isArray(e.issues) ? (e.issues as ApiIssue[]) : undefined,
-      taskId: typeof e.task_id === 'string' ? e.task_id : undefined,
-      retryAfterSeconds,
-    });
-  }
+  const ours = isRecord(e) && typeof e.code === 'string' && typeof e.message === 'string' ? e : undefined;
   // Not our API's shape: a proxy's page, most likely.
   const detail = text.trim().slice(0, 200);
-  return new TaskApiError(res.status, `http_${res.status}`, `HTTP ${res.status}${detail ? `: ${detail}` : ''}`, { retryAfterSeconds });
+  const code = ours ? String(ours.code) : `http_${res.status}`;
+  const message = ours ? String(ours.message) : `HTTP ${res.status}${detail ? `: ${detail}` : ''}`;
+  // The body's copy too: a browser sees Retry-After only if CORS exposes it.
+  const bodyRetryAfter = ours && typeof ours.retry_after === 'number' && ours.retry_after >= 0 ? Math.ceil(ours.retry_after) : undefined;
+  const retryAfterSeconds = parseRetryAfter(res.headers.get('retry-after')) ?? bodyRetryAfter;
+
+  if (res.status === 401 || res.status === 403) {
+    const scope = res.status === 403 ? /\bscope\s+([\w:.*/-]+)/i.exec(message)?.[1] : undefined;
+    const advice =
+      res.status === 403
+        ? `use an API key that has ${scope ? `the scope ${scope}` : 'the scope this needs'}`
+        : keySent
+          ? 'the API key was refused (malformed, unknown or revoked): check the apiKey of the TaskClient'
+          : 'no API key was sent: set the apiKey of the TaskClient (e.g. apiKey: process.env.ATQ_API_KEY)';
+    return new TaskAuthError(res.status, code, `${message} (HTTP ${res.status} ${code}): ${advice}`, { keySent, scope, retryAfterSeconds });
+  }
+  if (res.status === 429) {
+    const when =
+      retryAfterSeconds === undefined ? undefined : `${formatSeconds(retryAfterSeconds)} (at ${new Date(Date.now() + retryAfterSeconds * 1000).toISOString()})`;
+    const advice =
+      code === 'quota_exceeded'
+        ? `the tenant's quota is spent${when ? `; it resets in ${when}` : ''}. Not retried: try again ${when ? 'then' : 'later'}, see quota()`
+        : `too many requests; try again ${when ? `in ${when}` : 'shortly'}`;
+    return new TaskRateLimitError(code, `${message} (HTTP 429 ${code}): ${advice}`, { retryAfterSeconds, rateLimit: parseRateLimit(res.headers) });
+  }
+  return new TaskApiError(res.status, code, message, {
+    issues: ours && Array.isArray(ours.issues) ? (ours.issues as ApiIssue[]) : undefined,
+    taskId: ours && typeof ours.task_id === 'string' ? ours.task_id : undefined,
+    retryAfterSeconds,
+  });
+}
+
+/** `42 s`, `12 min`, `3 h 5 min`. */
+function formatSeconds(s: number): string {
+  if (s < 90) return `${s} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  const min = Math.round(s / 60);
+  return `${Math.floor(min / 60)} h${min % 60 ? ` ${min % 60} min` : ''}`;
+}
+
+/** The members of a structured-field list like `"submits";r=0;t=1, "reads";r=5`: name → parameters. */
+function parseSfList(header: string | null): Map<string, Record<string, string>> {
+  const out = new Map<string, Record<string, string>>();
+  for (const member of header?.split(',') ?? []) {
+    const m = /^\s*(?:"([^"]*)"|([A-Za-z*][\w:.*/-]*))\s*(.*)$/.exec(member);
+    if (!m) continue;
+    const params: Record<string, string> = {};
+    for (const p of (m[3] ?? '').split(';')) {
+      const [k, v] = p.split('=', 2).map((x) => x.trim());
+      if (k && v !== undefined) params[k] = v;
+    }
+    out.set(m[1] ?? m[2] ?? '', params);
+  }
+  return out;
+}
+
+/** The first policy of the IETF draft's `RateLimit`, with its `RateLimit-Policy`; undefined without those headers. */
+function parseRateLimit(headers: Headers): RateLimitInfo | undefined {
+  const limits = parseSfList(headers.get('ratelimit'));
+  const policies = parseSfList(headers.get('ratelimit-policy'));
+  const policy = [...limits.keys(), ...policies.keys()][0];
+  if (policy === undefined) return undefined;
+  const limit = limits.get(policy) ?? {};
+  const num = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined);
+  const def = policies.get(policy) ?? {};
+  return { policy, remaining: num(limit.r), resetSeconds: num(limit.t), quota: num(def.q), windowSeconds: num(def.w) };
 }
 
 /** Resolves after `ms`, or rejects with the signal's reason as soon as it aborts. */
@@ -426,6 +613,9 @@ async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 /**
  * The tool set of seed 002's async agent over this API, to hand to an agent framework: it
  * submits tasks, goes on thinking, waits for the ones it needs and collects their results.
+ * The tools call `client`, so they send its API key and retry as it does. They throw the
+ * client's errors, whose messages are written for the model: a 401/403 says which key or
+ * scope is wrong, a 429 whether it is a rate limit or a spent quota and when to try again.
  */
 export function agentTools(client: TaskClient) {
   return {
@@ -461,6 +651,9 @@ export function agentTools(client: TaskClient) {
 
     /** One page of tasks, newest first. */
     list_tasks: (filter?: ListFilter): Promise<TaskList> => client.list(filter),
+
+    /** The tenant's quota: units per window, spent, remaining (null when unlimited) and when it resets. */
+    get_quota: (): Promise<TenantQuota> => client.quota(),
   };
 }
 
