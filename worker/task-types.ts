@@ -1,7 +1,8 @@
 /** The task types this build knows. Register your own here (see README, "Your own logic"). */
 import { TaskRegistry } from '../common/registry.ts';
 import { agentTaskType } from './agent-logic.ts';
+import { multiAgentReportTaskType, optionsAnalysisTaskType, stockScreeningTaskType } from './seed-types.ts';
 
 export function defaultRegistry(): TaskRegistry {
-  return new TaskRegistry().register(agentTaskType);
+  return new TaskRegistry().register(agentTaskType).register(multiAgentReportTaskType).register(optionsAnalysisTaskType).register(stockScreeningTaskType);
 }
