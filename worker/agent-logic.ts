@@ -7,7 +7,8 @@ import { z } from 'zod';
 import { nonRetryable } from '../common/errors.ts';
 import { defineTaskType, type HandlerContext } from '../common/registry.ts';
 
-export const agentInput = z.object({
+/** Strict: an unknown key is refused with a 400 naming it, never silently dropped. */
+export const agentInput = z.strictObject({
   content: z.string().min(1, 'must not be empty').max(100_000, 'at most 100000 characters'),
   /** Milliseconds to spend on each of the 4 steps, to simulate a slow model. Default 0. */
   simulate_ms: z.number().int().min(0).max(600_000).optional(),
