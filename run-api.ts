@@ -16,6 +16,8 @@ import {
   reportStatsOnSignal,
   workerOptions,
 } from './common/wiring.ts';
+import { newApiKey } from './common/api-keys.ts';
+import { DEFAULT_TENANT } from './common/task.ts';
 import { defaultRegistry } from './worker/task-types.ts';
 import { Worker } from './worker/worker.ts';
 
@@ -50,8 +52,20 @@ const app = createApp({
     maxWaitSeconds: config.api.maxWaitSeconds,
     recheckMs: config.api.recheckMs,
     keepAliveMs: config.api.keepAliveMs,
+    auth: { mode: config.auth },
+    limits: config.limits,
   },
 });
+
+if (config.auth === 'off') {
+  logger.warn('AUTH=off: the API takes no keys, and anyone who reaches it can read, stream and cancel every task', { tenant: 'default' });
+  process.stderr.write(`\n  *** AUTH=off: no API keys are checked; every caller is tenant "default". Set AUTH=keys for anything but a laptop. ***\n`);
+} else if (config.store === 'memory') {
+  // Keys live in this process with the embedded store, so the CLI cannot reach them: start with one admin key.
+  const { secret, hash, key } = newApiKey(DEFAULT_TENANT, ['tasks:write', 'tasks:read', 'admin'], 'bootstrap');
+  await store.createKey(key, hash);
+  process.stderr.write(`\n  AUTH=keys with the in-process store: a key for tenant "default" with every scope (shown once; make others with POST /admin/keys):\n  ${secret}\n`);
+}
 
 const server = serve({ fetch: app.fetch, hostname: config.api.host, port: config.api.port }, (info) => {
   const host = config.api.host === '0.0.0.0' || config.api.host === '::' ? 'localhost' : config.api.host;

@@ -4,19 +4,30 @@
  */
 import { Hono, type Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import type { z } from 'zod';
+import { z } from 'zod';
+import { newApiKey } from '../common/api-keys.ts';
 import { sleep } from '../common/backoff.ts';
 import type { Broker } from '../common/broker/port.ts';
-import { MethodNotAllowedError, NotFoundError, TaskFinishedError, ValidationError, errorMessage, withTimeout } from '../common/errors.ts';
+import {
+  MethodNotAllowedError,
+  NotFoundError,
+  TaskFinishedError,
+  TooManyRequestsError,
+  ValidationError,
+  errorMessage,
+  withTimeout,
+} from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { publishResult } from '../common/results.ts';
 import type { TaskRegistry } from '../common/registry.ts';
-import type { TaskStore } from '../common/store/port.ts';
-import { isEventId, isTaskId, isTerminal, type TaskRecord } from '../common/task.ts';
-import { toAcceptedView, toEventView, toTaskView, type AcceptedView, type TaskListView, type TaskView } from '../common/views.ts';
+import type { ApiKeyRecord, TaskStore } from '../common/store/port.ts';
+import { isEventId, isTaskId, isTenant, isTerminal, type TaskRecord } from '../common/task.ts';
+import { toAcceptedView, toEventView, toQuotaView, toTaskView, type AcceptedView, type TaskListView, type TaskView } from '../common/views.ts';
+import { Authenticator, requireScope, type AuthOptions, type Principal } from './auth.ts';
 import { renderError, validationError } from './errors.ts';
+import { rateLimitHeaders } from './limits.ts';
 import { readSubmission } from './request.ts';
-import { decodeCursor, encodeCursor, getQuery, listQuery, postQuery } from './schemas.ts';
+import { decodeCursor, encodeCursor, getQuery, keyBody, limitsBody, listQuery, postQuery } from './schemas.ts';
 import { submitTask } from './submit.ts';
 import { followEvents, waitForEnd } from './watch.ts';
 
@@ -47,23 +58,38 @@ export interface AppDeps {
     recheckMs?: number;
     /** Keep-alive comment interval of event streams. Default 15 000 ms. */
     keepAliveMs?: number;
+    /** API keys (`keys`) or none (`off`, every caller is the default tenant). Default off. */
+    auth?: AuthOptions;
+    /** The deployment's default limits per tenant (a tenant's own win); 0 = none. Default all 0. */
+    limits?: Partial<DefaultLimits>;
   };
 }
 
+export interface DefaultLimits {
+  submitsPerSecond: number;
+  readsPerSecond: number;
+  /** 0 = unlimited. */
+  quotaUnits: number;
+  quotaWindowSeconds: number;
+}
+
+export type AppEnv = { Variables: { principal: Principal } };
+type Env = AppEnv;
+
 /** Parses query parameters with a schema; a mismatch is a 400 naming the parameter. */
-function query<T>(c: Context, schema: z.ZodType<T>): T {
+function query<T>(c: Context<Env>, schema: z.ZodType<T>): T {
   const parsed = schema.safeParse(c.req.query());
   if (!parsed.success) throw validationError(parsed.error);
   return parsed.data;
 }
 
-function taskIdParam(c: Context): string {
+function taskIdParam(c: Context<Env>): string {
   const id = c.req.param('id') ?? '';
   if (!isTaskId(id)) throw new ValidationError('id: must be a task id (a UUID)', [{ path: 'id', message: 'must be a UUID' }]);
   return id;
 }
 
-export function createApp(deps: AppDeps): Hono {
+export function createApp(deps: AppDeps): Hono<AppEnv> {
   const { store, broker, registry, logger, options } = deps;
   const maxWait = options.maxWaitSeconds ?? 60;
   const pollMs = options.recheckMs ?? 30_000;
@@ -71,9 +97,11 @@ export function createApp(deps: AppDeps): Hono {
   // Built once: zod compiles a schema on its first use, which costs far more than a parse.
   const postQuerySchema = postQuery(maxWait);
   const getQuerySchema = getQuery(maxWait);
-  const app = new Hono();
+  const app = new Hono<Env>();
+  const limits: DefaultLimits = { submitsPerSecond: 0, readsPerSecond: 0, quotaUnits: 0, quotaWindowSeconds: 86_400, ...options.limits };
+  const auth = new Authenticator(store, options.auth ?? { mode: 'off' });
   /** The request's signal, joined with the process's shutdown. */
-  const until = (c: Context): AbortSignal => (deps.shutdownSignal ? AbortSignal.any([c.req.raw.signal, deps.shutdownSignal]) : c.req.raw.signal);
+  const until = (c: Context<Env>): AbortSignal => (deps.shutdownSignal ? AbortSignal.any([c.req.raw.signal, deps.shutdownSignal]) : c.req.raw.signal);
 
   /** A view of the task with its history when asked. */
   const view = async (task: TaskRecord, history: boolean): Promise<TaskView> => {
@@ -84,6 +112,38 @@ export function createApp(deps: AppDeps): Hono {
 
   app.onError((err, c) => renderError(c, err, logger));
   app.notFound((c) => renderError(c, new NotFoundError(`no route for ${c.req.method} ${c.req.path}`), logger));
+
+  // Every route but the probes needs a key (with AUTH=keys).
+  app.use('*', async (c, next) => {
+    if (c.req.path === '/healthz' || c.req.path === '/readyz') return next();
+    c.set('principal', await auth.authenticate(c.req.header('authorization')));
+    return next();
+  });
+
+  /** The caller, after checking it has `scope`; a read also counts against the tenant's read rate. */
+  const caller = async (c: Context<Env>, scope: 'tasks:read' | 'tasks:write' | 'admin'): Promise<Principal> => {
+    const p = c.get('principal');
+    requireScope(p, scope);
+    if (scope === 'tasks:read') {
+      const perSecond = p.limits.readsPerSecond ?? limits.readsPerSecond;
+      const r = perSecond > 0 ? await store.hit(p.tenant, 'reads', perSecond) : null;
+      if (r) {
+        const headers = rateLimitHeaders('reads', r);
+        if (!r.allowed) {
+          const after = Math.max(1, Math.ceil(r.resetMs / 1000));
+          throw new TooManyRequestsError('rate_limited', `tenant ${p.tenant} is over its limit of ${r.limit} reads per second; retry after ${after} s`, after, headers);
+        }
+        for (const [k, v] of Object.entries(headers)) c.header(k, v);
+      }
+    }
+    return p;
+  };
+  /** The task, if it exists and belongs to the caller's tenant: another tenant's is a 404 like a missing one. */
+  const ownTask = async (p: Principal, id: string): Promise<TaskRecord> => {
+    const task = await store.get(id);
+    if (!task || task.tenant !== p.tenant) throw new NotFoundError(`no task ${id}`, id);
+    return task;
+  };
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
@@ -102,40 +162,46 @@ export function createApp(deps: AppDeps): Hono {
     publishTimeoutMs: options.requestTimeoutMs,
     relayAfterMs: options.relayAfterMs,
     idempotencyTtlSeconds: options.idempotencyTtlSeconds ?? 86_400,
+    registry,
+    limits,
   };
-  const statusUrlOf = (c: Context, id: string) => new URL(`/tasks/${id}`, c.req.url).toString();
+  const statusUrlOf = (c: Context<Env>, id: string) => new URL(`/tasks/${id}`, c.req.url).toString();
 
   app.post('/tasks', async (c) => {
+    const p = await caller(c, 'tasks:write');
     const { wait } = query(c, postQuerySchema);
     const { request, idempotencyKey, asyncMode } = await readSubmission(c, registry, options);
     // Seed 000's async_mode=false, or ?wait=N: answer with the result if it comes in time.
     const waitSeconds = wait ?? (asyncMode === false ? maxWait : 0);
-    const submitted = await submitTask(submitDeps, request, idempotencyKey);
+    const submitted = await submitTask(submitDeps, p.tenant, request, idempotencyKey);
+    if (submitted.rate) for (const [k, v] of Object.entries(rateLimitHeaders('submits', submitted.rate))) c.header(k, v);
     const id = submitted.replayed ? submitted.taskId : submitted.task.id;
     const statusUrl = statusUrlOf(c, id);
     c.header('Location', statusUrl);
     if (submitted.replayed) {
       // The same request again: the task it created, as it is now.
       c.header('Idempotent-Replayed', 'true');
-      const existing = await store.get(id);
+      const existing = submitted.task;
       const body: AcceptedView = existing
         ? toAcceptedView(existing, statusUrl)
-        : { task_id: id, status: 'queued', type: request.type, status_url: statusUrl, created_at: null };
+        : { task_id: id, status: 'queued', type: request.type, status_url: statusUrl, downgraded: false, created_at: null };
       return c.json(body, 202);
     }
-    const { task } = submitted;
-    logger.info('task accepted', { task_id: task.id, type: task.type, user_id: task.userId, priority: task.priority });
+    const { task, downgraded } = submitted;
+    logger.info('task accepted', { task_id: task.id, tenant: p.tenant, type: task.type, user_id: task.userId, priority: task.priority, downgraded });
     if (waitSeconds > 0) {
       const finished = await waitForEnd(store, task.id, waitSeconds * 1000, { pollMs, signal: until(c) });
       if (finished && isTerminal(finished.status)) return c.json(toTaskView(finished), 200);
     }
-    return c.json(toAcceptedView({ ...task, status: 'queued' }, statusUrl), 202);
+    return c.json(toAcceptedView({ ...task, status: 'queued', downgraded }, statusUrl), 202);
   });
 
   app.get('/tasks', async (c) => {
+    const p = await caller(c, 'tasks:read');
     const q = query(c, listQuery);
     const after = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
     const page = await store.list({
+      tenant: p.tenant,
       limit: q.limit,
       ...(q.status ? { status: q.status } : {}),
       ...(q.user_id !== undefined ? { userId: q.user_id } : {}),
@@ -147,21 +213,22 @@ export function createApp(deps: AppDeps): Hono {
   });
 
   app.get('/tasks/:id', async (c) => {
+    const p = await caller(c, 'tasks:read');
     const id = taskIdParam(c);
     const q = query(c, getQuerySchema);
-    let task = await store.get(id);
-    if (!task) throw new NotFoundError(`no task ${id}`, id);
+    let task = await ownTask(p, id);
     if (q.wait !== undefined && q.wait > 0) task = (await waitForEnd(store, id, q.wait * 1000, { pollMs, signal: until(c) })) ?? task;
     return c.json(await view(task, q.history));
   });
 
   app.get('/tasks/:id/events', async (c) => {
+    const p = await caller(c, 'tasks:read');
     const id = taskIdParam(c);
     const resume = c.req.header('last-event-id') ?? c.req.query('last_event_id');
     if (resume !== undefined && !isEventId(resume)) {
       throw new ValidationError('Last-Event-ID: must be an event id from this stream', [{ path: 'Last-Event-ID', message: 'not an event id' }]);
     }
-    if (!(await store.get(id))) throw new NotFoundError(`no task ${id}`, id);
+    await ownTask(p, id);
     c.header('X-Accel-Buffering', 'no');
     return streamSSE(c, async (stream) => {
       const ac = new AbortController();
@@ -193,9 +260,10 @@ export function createApp(deps: AppDeps): Hono {
   });
 
   app.delete('/tasks/:id', async (c) => {
+    const p = await caller(c, 'tasks:write');
     const id = taskIdParam(c);
     const reason = c.req.query('reason')?.slice(0, 500) ?? null;
-    const r = await store.cancel(id, reason);
+    const r = await store.cancel(id, reason, p.tenant);
     if (r.outcome === 'missing') throw new NotFoundError(`no task ${id}`, id);
     if (r.outcome === 'terminal') throw new TaskFinishedError(id, r.task.status);
     logger.info('task cancelled', { task_id: id, was: r.was });
@@ -217,12 +285,97 @@ export function createApp(deps: AppDeps): Hono {
     return c.json(toTaskView(r.task));
   });
 
-  const notAllowed = (allow: string) => (c: Context) => {
+  app.get('/quota', async (c) => {
+    const p = await caller(c, 'tasks:read');
+    return c.json(toQuotaView(await store.quotaUsage(p.tenant, limits)));
+  });
+
+  // --- admin: keys and tenant limits (the CLI does the same straight on Redis) ---
+
+  const keyView = (k: ApiKeyRecord) => ({ id: k.id, tenant: k.tenant, scopes: k.scopes, name: k.name, created_at: new Date(k.createdAt).toISOString() });
+  const tenantParam = (c: Context<Env>): string => {
+    const t = c.req.param('tenant') ?? '';
+    if (!isTenant(t)) throw new ValidationError('tenant: lower-case letters, digits, "_" and "-", at most 63', [{ path: 'tenant', message: 'not a tenant name' }]);
+    return t;
+  };
+  const jsonBody = async <T>(c: Context<Env>, schema: z.ZodType<T>): Promise<T> => {
+    let body: unknown;
+    try {
+      body = await c.req.json();
+    } catch {
+      throw new ValidationError('body: must be a JSON object', [{ path: '', message: 'not valid JSON' }]);
+    }
+    const parsed = schema.safeParse(body);
+    if (!parsed.success) throw validationError(parsed.error);
+    return parsed.data;
+  };
+  const tenantView = async (tenant: string) => {
+    const own = await store.tenantLimits(tenant);
+    return {
+      tenant,
+      limits: {
+        quota_units: own.quotaUnits ?? null,
+        quota_window_seconds: own.quotaWindowSeconds ?? null,
+        submits_per_s: own.submitsPerSecond ?? null,
+        reads_per_s: own.readsPerSecond ?? null,
+        max_running: own.maxRunning ?? null,
+      },
+      quota: toQuotaView(await store.quotaUsage(tenant, limits)),
+    };
+  };
+
+  app.post('/admin/keys', async (c) => {
+    await caller(c, 'admin');
+    const b = await jsonBody(c, keyBody);
+    const { secret, hash, key } = newApiKey(b.tenant, b.scopes, b.name ?? null);
+    await store.createKey(key, hash);
+    logger.info('api key created', { key_id: key.id, tenant: key.tenant, scopes: key.scopes });
+    // The secret is in this answer only: it is never stored or logged.
+    return c.json({ ...keyView(key), key: secret }, 201);
+  });
+  app.get('/admin/keys', async (c) => {
+    await caller(c, 'admin');
+    const tenant = c.req.query('tenant');
+    if (tenant !== undefined && !isTenant(tenant)) throw new ValidationError('tenant: not a tenant name', [{ path: 'tenant', message: 'not a tenant name' }]);
+    return c.json({ keys: (await store.listKeys(tenant)).map(keyView) });
+  });
+  app.delete('/admin/keys/:keyId', async (c) => {
+    await caller(c, 'admin');
+    const keyId = c.req.param('keyId');
+    if (!/^key_[0-9a-f]{12}$/.test(keyId) || !(await store.revokeKey(keyId))) throw new NotFoundError(`no key ${keyId.slice(0, 40)}`);
+    logger.info('api key revoked', { key_id: keyId });
+    return c.json({ id: keyId, revoked: true });
+  });
+  app.get('/admin/tenants/:tenant', async (c) => {
+    await caller(c, 'admin');
+    return c.json(await tenantView(tenantParam(c)));
+  });
+  app.put('/admin/tenants/:tenant/limits', async (c) => {
+    await caller(c, 'admin');
+    const tenant = tenantParam(c);
+    const b = await jsonBody(c, limitsBody);
+    await store.setTenantLimits(tenant, {
+      quotaUnits: b.quota_units,
+      quotaWindowSeconds: b.quota_window_seconds,
+      submitsPerSecond: b.submits_per_s,
+      readsPerSecond: b.reads_per_s,
+      maxRunning: b.max_running,
+    });
+    logger.info('tenant limits set', { tenant, ...b });
+    return c.json(await tenantView(tenant));
+  });
+
+  const notAllowed = (allow: string) => (c: Context<Env>) => {
     throw new MethodNotAllowedError(c.req.method, allow);
   };
   app.all('/tasks', notAllowed('GET, POST'));
   app.all('/tasks/:id', notAllowed('GET, DELETE'));
   app.all('/tasks/:id/events', notAllowed('GET'));
+  app.all('/quota', notAllowed('GET'));
+  app.all('/admin/keys', notAllowed('GET, POST'));
+  app.all('/admin/keys/:keyId', notAllowed('DELETE'));
+  app.all('/admin/tenants/:tenant', notAllowed('GET'));
+  app.all('/admin/tenants/:tenant/limits', notAllowed('PUT'));
 
   return app;
 }

@@ -8,11 +8,14 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Broker } from '../common/broker/port.ts';
 import { retrying } from '../common/backoff.ts';
-import { IdempotencyKeyReusedError, UnavailableError, errorMessage, withTimeout } from '../common/errors.ts';
+import { sleep } from '../common/backoff.ts';
+import { IdempotencyKeyReusedError, TooManyRequestsError, UnavailableError, errorMessage, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { requestOutgoing, requestTopicFor } from '../common/messages.ts';
-import type { TaskStore } from '../common/store/port.ts';
-import type { NewTask, Priority, TaskError } from '../common/task.ts';
+import { costOf, type TaskRegistry } from '../common/registry.ts';
+import type { Admission, RateState, TaskStore } from '../common/store/port.ts';
+import type { NewTask, Priority, TaskError, TaskRecord } from '../common/task.ts';
+import { rateLimitHeaders } from './limits.ts';
 
 export interface SubmitDeps {
   store: TaskStore;
@@ -25,6 +28,10 @@ export interface SubmitDeps {
   relayAfterMs: number;
   /** How long an Idempotency-Key names its task. */
   idempotencyTtlSeconds: number;
+  /** Task types, for their quota cost and downgrade. */
+  registry: TaskRegistry;
+  /** The deployment's default limits (a tenant's own win, in the store). */
+  limits: { submitsPerSecond: number; quotaUnits: number; quotaWindowSeconds: number };
 }
 
 export interface SubmitRequest {
@@ -35,7 +42,10 @@ export interface SubmitRequest {
   maxAttempts: number;
 }
 
-export type SubmitResult = { replayed: false; task: NewTask } | { replayed: true; taskId: string };
+export type SubmitResult = ({ replayed: false; task: NewTask; downgraded: boolean } | { replayed: true; taskId: string; task: TaskRecord | null }) & {
+  /** The tenant's submit rate limit after this request, when it has one. */
+  rate?: RateState;
+};
 
 /** JSON with sorted keys, so the same request always has the same fingerprint. */
 function canonical(v: unknown): string {
@@ -56,16 +66,49 @@ export function fingerprint(req: SubmitRequest): string {
     .digest('hex');
 }
 
-export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempotencyKey?: string): Promise<SubmitResult> {
-  const task: NewTask = { id: randomUUID(), createdAt: Date.now(), ...req };
+/** Quota units of a request, and of its downgrade when its type has one. */
+function admissionOf(deps: SubmitDeps, req: SubmitRequest): Admission {
+  const type = deps.registry.get(req.type);
+  const adm: Admission = { ...deps.limits, cost: type ? costOf(type, req.input) : 1 };
+  const cheaper = type?.downgrade?.(req.input);
+  if (type && cheaper !== undefined && cheaper !== null) adm.downgrade = { input: cheaper, cost: costOf(type, cheaper) };
+  return adm;
+}
+
+/** Submits a task for `tenant` (the tenant of the caller's API key). */
+export async function submitTask(deps: SubmitDeps, tenant: string, req: SubmitRequest, idempotencyKey?: string): Promise<SubmitResult> {
+  const task: NewTask = { id: randomUUID(), createdAt: Date.now(), tenant, ...req };
   // Only a request with an Idempotency-Key needs its fingerprint (a hash of the whole input).
   const idem = idempotencyKey === undefined ? undefined : { key: idempotencyKey, fingerprint: fingerprint(req), ttlSeconds: deps.idempotencyTtlSeconds };
-  const created = await deps.store.create(task, task.createdAt + deps.relayAfterMs, idem);
+  const admission = admissionOf(deps, req);
+  // Rate limit, idempotency, quota and the record: one round trip.
+  const created = await deps.store.create(task, task.createdAt + deps.relayAfterMs, { ...(idem ? { idempotency: idem } : {}), admission });
+  const rate = created.outcome !== 'exists' && created.outcome !== 'quota_exceeded' ? created.rate : undefined;
+  if (created.outcome === 'rate_limited') {
+    const after = Math.max(1, Math.ceil(created.rate.resetMs / 1000));
+    throw new TooManyRequestsError(
+      'rate_limited',
+      `tenant ${tenant} is over its limit of ${created.rate.limit} submits per second; retry after ${after} s`,
+      after,
+      rateLimitHeaders('submits', created.rate),
+    );
+  }
+  if (created.outcome === 'quota_exceeded') {
+    const u = created.usage;
+    const after = Math.max(1, Math.ceil(created.retryAfterMs / 1000));
+    throw new TooManyRequestsError(
+      'quota_exceeded',
+      `tenant ${tenant} has ${u.units - u.spent} of its ${u.units} quota units left in this ${u.windowSeconds} s window, and a ${req.type} task costs ${admission.cost}; the window resets at ${new Date(u.resetsAt).toISOString()}`,
+      after,
+    );
+  }
   if (created.outcome === 'replay') {
     if (created.fingerprint !== idem?.fingerprint) throw new IdempotencyKeyReusedError(created.taskId);
-    return { replayed: true, taskId: created.taskId };
+    return { replayed: true, taskId: created.taskId, task: await replayOutcome(deps, created.taskId), ...(rate ? { rate } : {}) };
   }
   if (created.outcome !== 'created') throw new Error(`task id collision: ${task.id}`);
+  // The store wrote the cheaper input: the message carries the same.
+  if (created.downgraded && admission.downgrade) task.input = admission.downgrade.input;
 
   try {
     await withTimeout(
@@ -76,7 +119,7 @@ export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempoten
   } catch (err) {
     const error = { code: 'broker_unavailable', message: `the request message could not be published: ${errorMessage(err)}`, retriable: true };
     try {
-      await retrying(() => deps.store.failQueued(task.id, error, idempotencyKey), {
+      await retrying(() => deps.store.failQueued(task.id, error, idempotencyKey, tenant), {
         tries: 3,
         baseMs: 100,
         maxMs: 500,
@@ -88,7 +131,7 @@ export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempoten
       // in the background to keep that window short (with an Idempotency-Key the client's
       // retry gets this same task, never a second one).
       deps.logger.error('could not mark an unpublished task failed; retrying in the background', { task_id: task.id, err: errorMessage(storeErr) });
-      failLater(deps, task.id, error, idempotencyKey);
+      failLater(deps, task.id, error, idempotencyKey, tenant);
     }
     throw new UnavailableError('broker', `the broker did not accept the task: ${errorMessage(err)}`, { cause: err });
   }
@@ -98,14 +141,35 @@ export async function submitTask(deps: SubmitDeps, req: SubmitRequest, idempoten
   deps.store
     .disarmOutbox(task.id, 0)
     .catch((err: unknown) => deps.logger.warn('could not disarm the outbox entry', { task_id: task.id, err: errorMessage(err) }));
-  return { replayed: false, task };
+  return { replayed: false, task, downgraded: created.downgraded, ...(rate ? { rate } : {}) };
+}
+
+/**
+ * A replay answers what the first request answered: while that request is still publishing
+ * (the record is queued and its message not yet acknowledged), it waits for the outcome. A
+ * publish that failed ends the task `failed` with broker_unavailable before the first
+ * request's 503, so the replay answers 503 too. If the first API died meanwhile, the relay
+ * publishes the task: then, after the publish timeout, a 202 is true as well.
+ */
+async function replayOutcome(deps: SubmitDeps, id: string): Promise<TaskRecord | null> {
+  const deadline = Date.now() + deps.publishTimeoutMs + 1000;
+  for (let pause = 10; ; pause = Math.min(pause * 2, 200)) {
+    const task = await deps.store.get(id);
+    if (!task) return null;
+    const unpublished = task.status === 'queued' && task.attempt === 0 && !task.requestPublished;
+    if (task.status === 'failed' && task.attempt === 0 && task.error?.code === 'broker_unavailable') {
+      throw new UnavailableError('broker', `the broker did not accept the task: ${task.error.message}`);
+    }
+    if (!unpublished || Date.now() >= deadline) return task;
+    await sleep(pause);
+  }
 }
 
 /** Retries failQueued every second for a minute, off the request path. */
-function failLater(deps: SubmitDeps, id: string, error: TaskError, idempotencyKey: string | undefined): void {
+function failLater(deps: SubmitDeps, id: string, error: TaskError, idempotencyKey: string | undefined, tenant: string): void {
   let tries = 0;
   const attempt = () => {
-    deps.store.failQueued(id, error, idempotencyKey).then(
+    deps.store.failQueued(id, error, idempotencyKey, tenant).then(
       (code) => deps.logger.info('marked an unpublished task failed after all', { task_id: id, code }),
       () => {
         if (++tries < 60) setTimeout(attempt, 1000).unref();

@@ -25,6 +25,7 @@ afterEach(() => {
 function view(over: Partial<TaskView> = {}): TaskView {
   return {
     task_id: ID,
+    tenant: 'default',
     status: 'running',
     type: 'agent',
     user_id: 'user123',
@@ -36,6 +37,7 @@ function view(over: Partial<TaskView> = {}): TaskView {
     error: null,
     attempts: 1,
     max_attempts: 3,
+    downgraded: false,
     created_at: AT,
     started_at: AT,
     finished_at: null,

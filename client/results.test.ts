@@ -14,6 +14,7 @@ function result(taskId: string, over: Partial<ResultMessage> = {}): ResultMessag
   return {
     v: 1,
     task_id: taskId,
+    tenant: 'default',
     type: 'agent',
     status: 'done',
     result: { summary: `result of ${taskId}` },

@@ -65,7 +65,10 @@ function parseResult(body: string): ResultMessage | undefined {
   if (typeof v !== 'object' || v === null) return undefined;
   const m = v as Record<string, unknown>;
   const ok = m.v === 1 && typeof m.task_id === 'string' && m.task_id !== '' && typeof m.type === 'string' && RESULT_STATUSES.has(m.status);
-  return ok ? (v as ResultMessage) : undefined;
+  if (!ok) return undefined;
+  // Results published before tenants carry none.
+  if (typeof m.tenant !== 'string') m.tenant = 'default';
+  return v as ResultMessage;
 }
 
 /** Subscribes `onResult` to the result topic, each task's result once (see the module comment). */

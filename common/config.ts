@@ -83,6 +83,13 @@ const envSchema = z.object({
   OUTPUT_LIMIT_BYTES: int(1024 * 1024, 0, 64 * 1024 * 1024),
   IDEMPOTENCY_TTL_SECONDS: int(86_400, 1, 30 * 86_400),
 
+  AUTH: z.enum(['keys', 'off']).optional(),
+  RATE_LIMIT_SUBMITS_PER_S: int(0, 0, 1_000_000),
+  RATE_LIMIT_READS_PER_S: int(0, 0, 1_000_000),
+  QUOTA_UNITS: int(0, 0, 1_000_000_000),
+  QUOTA_WINDOW_SECONDS: int(86_400, 1, 366 * 86_400),
+  MAX_RUNNING_PER_TENANT: int(0, 0, 1_000_000),
+
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   LOG_FORMAT: z.enum(['pretty', 'json']).default('pretty'),
 });
@@ -136,6 +143,10 @@ export interface Config {
   historyLimit: number;
   outputLimitBytes: number;
   idempotencyTtlSeconds: number;
+  /** API keys, or none (every caller is the default tenant). */
+  auth: 'keys' | 'off';
+  /** Per-tenant defaults; a tenant's own limits (npm run keys -- tenant) win. 0 = none. */
+  limits: { submitsPerSecond: number; readsPerSecond: number; quotaUnits: number; quotaWindowSeconds: number; maxRunning: number };
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'pretty' | 'json' };
 }
 
@@ -209,6 +220,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     historyLimit: e.HISTORY_LIMIT,
     outputLimitBytes: e.OUTPUT_LIMIT_BYTES,
     idempotencyTtlSeconds: e.IDEMPOTENCY_TTL_SECONDS,
+    // The embedded default is a laptop demo; anything on a real broker is a deployment.
+    auth: e.AUTH ?? (e.BROKER === 'memory' ? 'off' : 'keys'),
+    limits: {
+      submitsPerSecond: e.RATE_LIMIT_SUBMITS_PER_S,
+      readsPerSecond: e.RATE_LIMIT_READS_PER_S,
+      quotaUnits: e.QUOTA_UNITS,
+      quotaWindowSeconds: e.QUOTA_WINDOW_SECONDS,
+      maxRunning: e.MAX_RUNNING_PER_TENANT,
+    },
     log: { level: e.LOG_LEVEL, format: e.LOG_FORMAT },
   };
 }

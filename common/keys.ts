@@ -3,7 +3,12 @@
  * no request can make us read or write a key we did not mean to.
  */
 import { createHash } from 'node:crypto';
-import { isTaskId } from './task.ts';
+import { DEFAULT_TENANT, isTaskId, isTenant } from './task.ts';
+
+function tenantPart(tenant: string): string {
+  if (!isTenant(tenant)) throw new TypeError(`not a tenant name: ${JSON.stringify(tenant).slice(0, 80)}`);
+  return tenant;
+}
 
 /** Every key of a deployment shares this hash tag, so one script's keys share a cluster slot. */
 export const DEFAULT_KEY_PREFIX = '{atq}:';
@@ -12,18 +17,34 @@ export interface Keys {
   task(id: string): string;
   /** Sorted set: task id → the time its request message is due to be (re)published. */
   outbox(): string;
-  /** Idempotency-Key → task; the client's key is hashed, so any string is safe. */
-  idempotency(clientKey: string): string;
+  /** Idempotency-Key of a tenant → task; the client's key is hashed, so any string is safe. */
+  idempotency(tenant: string, clientKey: string): string;
   /** Stream: the execution history of a task (status, progress, log, partial, end). */
   events(id: string): string;
   /** String: the partial output a handler streamed, appended. */
   output(id: string): string;
-  /** Sorted set: every live task id by creation time, for listing. */
-  index(): string;
-  /** Sorted set: the task ids of one user by creation time; the user id is hashed. */
-  userIndex(userId: string): string;
-  /** Sorted set: `<task id><user id>` of finished tasks by the time they expire, for the sweeper. */
+  /** Sorted set: every live task id of a tenant by creation time, for listing. */
+  index(tenant: string): string;
+  /** Sorted set: the task ids of one user of a tenant by creation time; the user id is hashed. */
+  userIndex(tenant: string, userId: string): string;
+  /** Sorted set: `<task id><tenant>\n<user id>` of finished tasks by the time they expire, for the sweeper. */
   expiring(): string;
+  /**
+   * The tenant keys below are also built inside the transition scripts, from the prefix
+   * (redis-scripts.ts `tenant_key`): keep the two in step.
+   * Hash: a tenant's own limits (quota_units, quota_window_seconds, submits_per_s, reads_per_s, max_running).
+   */
+  tenant(tenant: string): string;
+  /** Hash: a tenant's quota window: `start` (epoch ms) and `spent` units. */
+  quota(tenant: string): string;
+  /** String: requests of `kind` of a tenant in the current second. */
+  rate(tenant: string, kind: 'reads' | 'submits'): string;
+  /** Sorted set: the tenant's running task ids by lease expiry, for its cap on running tasks. */
+  running(tenant: string): string;
+  /** Hash: an API key's record, under the SHA-256 of its secret. */
+  apiKey(secretHash: string): string;
+  /** Hash: API key id → the SHA-256 of its secret, for listing and revoking. */
+  apiKeys(): string;
   /** Pub/sub channel: ids of running tasks that were cancelled. */
   cancelChannel(): string;
   /** Never written: fills a script's optional key slot, in the same hash slot as the rest. */
@@ -37,7 +58,11 @@ export function makeKeys(prefix: string): Keys {
       return `${prefix}task:${id.toLowerCase()}`;
     },
     outbox: () => `${prefix}outbox`,
-    idempotency: (clientKey) => `${prefix}idem:${createHash('sha256').update(clientKey).digest('hex')}`,
+    // The default tenant keeps the names from before tenants, so an upgrade loses nothing.
+    idempotency: (tenant, clientKey) =>
+      `${prefix}idem:${createHash('sha256')
+        .update(tenant === DEFAULT_TENANT ? clientKey : `${tenantPart(tenant)}\n${clientKey}`)
+        .digest('hex')}`,
     events(id) {
       if (!isTaskId(id)) throw new TypeError(`not a task id: ${JSON.stringify(id).slice(0, 60)}`);
       return `${prefix}events:${id.toLowerCase()}`;
@@ -46,10 +71,20 @@ export function makeKeys(prefix: string): Keys {
       if (!isTaskId(id)) throw new TypeError(`not a task id: ${JSON.stringify(id).slice(0, 60)}`);
       return `${prefix}output:${id.toLowerCase()}`;
     },
-    index: () => `${prefix}index`,
-    userIndex: (userId) => `${prefix}user:${createHash('sha256').update(userId).digest('hex')}`,
+    index: (tenant) => (tenant === DEFAULT_TENANT ? `${prefix}index` : `${prefix}index:${tenantPart(tenant)}`),
+    userIndex: (tenant, userId) =>
+      `${prefix}user:${tenant === DEFAULT_TENANT ? '' : `${tenantPart(tenant)}:`}${createHash('sha256').update(userId).digest('hex')}`,
     expiring: () => `${prefix}expiring`,
     cancelChannel: () => `${prefix}cancel`,
+    tenant: (tenant) => `${prefix}tenant:${tenantPart(tenant)}`,
+    quota: (tenant) => `${prefix}quota:${tenantPart(tenant)}`,
+    rate: (tenant, kind) => `${prefix}rate:${kind}:${tenantPart(tenant)}`,
+    running: (tenant) => `${prefix}running:${tenantPart(tenant)}`,
+    apiKey: (secretHash) => {
+      if (!/^[0-9a-f]{64}$/.test(secretHash)) throw new TypeError('not a SHA-256 hex digest');
+      return `${prefix}apikey:${secretHash}`;
+    },
+    apiKeys: () => `${prefix}apikeys`,
     unused: () => `${prefix}unused`,
   };
 }

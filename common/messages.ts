@@ -1,13 +1,19 @@
 /** Builds the broker messages for requests and results (the message shapes are in task.ts). */
 import type { OutgoingMessage } from './broker/port.ts';
-import { PRIORITIES, toRequestMessage, toResultMessage, type Priority, type TaskRecord } from './task.ts';
+import { DEFAULT_TENANT, PRIORITIES, toRequestMessage, toResultMessage, type Priority, type RequestFields, type TaskRecord } from './task.ts';
 
-export function requestOutgoing(task: Pick<TaskRecord, 'id' | 'type' | 'input' | 'userId' | 'priority' | 'createdAt'>): OutgoingMessage {
-  return { key: task.id, body: JSON.stringify(toRequestMessage(task)), tag: task.type, headers: { type: task.type } };
+export function requestOutgoing(task: RequestFields): OutgoingMessage {
+  const headers = { type: task.type, tenant: task.tenant ?? DEFAULT_TENANT };
+  return { key: task.id, body: JSON.stringify(toRequestMessage(task)), tag: task.type, headers };
 }
 
 export function resultOutgoing(task: TaskRecord): OutgoingMessage {
-  return { key: task.id, body: JSON.stringify(toResultMessage(task)), tag: task.type, headers: { type: task.type, status: task.status } };
+  return {
+    key: task.id,
+    body: JSON.stringify(toResultMessage(task)),
+    tag: task.type,
+    headers: { type: task.type, status: task.status, tenant: task.tenant },
+  };
 }
 
 /**

@@ -9,6 +9,12 @@ export const isTerminal = (s: TaskStatus): boolean => TERMINAL_STATUSES.has(s);
 export const PRIORITIES = ['high', 'normal', 'low'] as const;
 export type Priority = (typeof PRIORITIES)[number];
 
+/** The tenant of tasks created with AUTH=off, and of records and messages from before tenants. */
+export const DEFAULT_TENANT = 'default';
+const TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+/** Tenant names go into keys as they are: lower-case letters, digits, `_` and `-`, at most 63. */
+export const isTenant = (s: string): boolean => TENANT_RE.test(s);
+
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Task ids are UUIDs; anything else is rejected before a key is built from it. */
 export const isTaskId = (s: string): boolean => UUID_RE.test(s);
@@ -22,6 +28,8 @@ export interface TaskError {
 /** One task as stored. Times are epoch milliseconds; absent ones are null. */
 export interface TaskRecord {
   id: string;
+  /** Who owns it: the tenant of the API key that created it. */
+  tenant: string;
   type: string;
   status: TaskStatus;
   input: unknown;
@@ -41,6 +49,14 @@ export interface TaskRecord {
   retryAt: number | null;
   /** Whether the result message has been published (so a redelivery need not publish it). */
   resultPublished: boolean;
+  /** Whether the request message has been acknowledged by the broker at least once. */
+  requestPublished: boolean;
+  /** Quota units spent on it (0 when the tenant has no quota). */
+  cost: number;
+  /** Start (epoch ms) of the quota window its units came from; null when none were spent. */
+  quotaWindow: number | null;
+  /** The tenant's quota was short, so the type's cheaper input runs instead (seed 000). */
+  downgraded: boolean;
   createdAt: number;
   startedAt: number | null;
   finishedAt: number | null;
@@ -76,6 +92,8 @@ export type HandlerEvent =
 /** What the API hands to the store to create a task. */
 export interface NewTask {
   id: string;
+  /** Default: DEFAULT_TENANT. */
+  tenant?: string;
   type: string;
   input: unknown;
   userId: string | null;
@@ -89,6 +107,8 @@ export interface NewTask {
 export const requestMessageSchema = z.object({
   v: z.literal(1),
   task_id: z.string().refine(isTaskId, 'must be a UUID'),
+  // Messages from before tenants carry none.
+  tenant: z.string().refine(isTenant, 'must be a tenant name').default(DEFAULT_TENANT),
   type: z.string().min(1),
   input: z.unknown(),
   user_id: z.string().nullable(),
@@ -100,6 +120,7 @@ export type RequestMessage = z.infer<typeof requestMessageSchema>;
 export interface ResultMessage {
   v: 1;
   task_id: string;
+  tenant: string;
   type: string;
   status: 'done' | 'failed' | 'cancelled';
   result?: unknown;
@@ -114,10 +135,13 @@ export interface ResultMessage {
 /** Epoch ms as ISO 8601, the form of every time on the wire. */
 export const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
-export function toRequestMessage(t: Pick<TaskRecord, 'id' | 'type' | 'input' | 'userId' | 'priority' | 'createdAt'>): RequestMessage {
+export type RequestFields = Pick<TaskRecord, 'id' | 'type' | 'input' | 'userId' | 'priority' | 'createdAt'> & { tenant?: string };
+
+export function toRequestMessage(t: RequestFields): RequestMessage {
   return {
     v: 1,
     task_id: t.id,
+    tenant: t.tenant ?? DEFAULT_TENANT,
     type: t.type,
     input: t.input,
     user_id: t.userId,
@@ -131,6 +155,7 @@ export function toResultMessage(t: TaskRecord): ResultMessage {
   const msg: ResultMessage = {
     v: 1,
     task_id: t.id,
+    tenant: t.tenant,
     type: t.type,
     status: t.status as ResultMessage['status'],
     user_id: t.userId,

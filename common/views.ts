@@ -2,11 +2,14 @@
  * The API's answers, declared once: the server builds them here and the typed client
  * re-exports the same types, so the two cannot drift apart. Times are ISO 8601 strings.
  */
+import type { QuotaUsage } from './store/port.ts';
 import { eventTime, iso, type Priority, type TaskError, type TaskEvent, type TaskRecord, type TaskStatus } from './task.ts';
 
 /** A task as GET /tasks/:id answers it. */
 export interface TaskView {
   task_id: string;
+  /** The tenant that owns it (of the API key that created it). */
+  tenant: string;
   status: TaskStatus;
   type: string;
   user_id: string | null;
@@ -21,6 +24,8 @@ export interface TaskView {
   error: TaskError | null;
   attempts: number;
   max_attempts: number;
+  /** The tenant's quota was short, so the type's cheaper form runs (seed 000's downgrade). */
+  downgraded: boolean;
   created_at: string;
   started_at: string | null;
   finished_at: string | null;
@@ -54,6 +59,8 @@ export interface AcceptedView {
   status: TaskStatus;
   type: string;
   status_url: string;
+  /** The tenant's quota was short, so the type's cheaper form runs (seed 000's downgrade). */
+  downgraded: boolean;
   /** Null only on a replay whose task has expired since (IDEMPOTENCY_TTL_SECONDS > RESULT_TTL_SECONDS). */
   created_at: string | null;
 }
@@ -77,6 +84,7 @@ export function toEventView(e: TaskEvent): TaskEventView {
 export function toTaskView(t: TaskRecord): TaskView {
   return {
     task_id: t.id,
+    tenant: t.tenant,
     status: t.status,
     type: t.type,
     user_id: t.userId,
@@ -88,6 +96,7 @@ export function toTaskView(t: TaskRecord): TaskView {
     error: t.error,
     attempts: t.attempt,
     max_attempts: t.maxAttempts,
+    downgraded: t.downgraded,
     created_at: isoOf(t.createdAt),
     started_at: iso(t.startedAt),
     finished_at: iso(t.finishedAt),
@@ -96,6 +105,30 @@ export function toTaskView(t: TaskRecord): TaskView {
   };
 }
 
-export function toAcceptedView(t: Pick<TaskRecord, 'id' | 'status' | 'type' | 'createdAt'>, statusUrl: string): AcceptedView {
-  return { task_id: t.id, status: t.status, type: t.type, status_url: statusUrl, created_at: isoOf(t.createdAt) };
+export function toAcceptedView(t: Pick<TaskRecord, 'id' | 'status' | 'type' | 'createdAt' | 'downgraded'>, statusUrl: string): AcceptedView {
+  return { task_id: t.id, status: t.status, type: t.type, status_url: statusUrl, downgraded: t.downgraded, created_at: isoOf(t.createdAt) };
+}
+
+/** GET /quota. */
+export interface QuotaView {
+  tenant: string;
+  /** Units per window; 0 = unlimited. */
+  units: number;
+  window_seconds: number;
+  spent: number;
+  /** Null when unlimited. */
+  remaining: number | null;
+  /** When the window resets (windows are aligned to the epoch: a day starts at 00:00 UTC). */
+  resets_at: string;
+}
+
+export function toQuotaView(q: QuotaUsage): QuotaView {
+  return {
+    tenant: q.tenant,
+    units: q.units,
+    window_seconds: q.windowSeconds,
+    spent: q.spent,
+    remaining: q.units === 0 ? null : Math.max(0, q.units - q.spent),
+    resets_at: isoOf(q.resetsAt),
+  };
 }

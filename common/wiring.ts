@@ -58,6 +58,7 @@ export async function ensureTopics(broker: Broker, config: Config, logger: Logge
 export function workerOptions(config: Config) {
   return {
     ...config.worker,
+    maxRunningPerTenant: config.limits.maxRunning,
     requestTopic: config.topics.request,
     resultTopic: config.topics.result,
     group: config.group,

@@ -32,6 +32,10 @@ export interface WorkerOptions {
   retryMaxMs: number;
   /** Default time one attempt may take. */
   taskTimeoutMs: number;
+  /** Default cap on a tenant's tasks running at once, across all workers (a tenant's own wins); 0 = none. */
+  maxRunningPerTenant?: number;
+  /** First delay before a task over its tenant's cap is offered again (it doubles, to 32×). Default 1000 ms. */
+  throttleMs?: number;
 }
 
 export interface WorkerDeps {
@@ -45,7 +49,7 @@ export interface WorkerDeps {
 export type WorkerState = 'created' | 'running' | 'draining' | 'stopped';
 
 /** What happened to one delivery, for logs and tests. */
-export type Outcome = 'done' | 'failed' | 'retry' | 'duplicate' | 'busy' | 'lost' | 'poison' | 'republished' | 'cancelled';
+export type Outcome = 'done' | 'failed' | 'retry' | 'duplicate' | 'busy' | 'throttled' | 'lost' | 'poison' | 'republished' | 'cancelled';
 
 export class Worker {
   private state: WorkerState = 'created';
@@ -56,7 +60,7 @@ export class Worker {
   private readonly controllers = new Map<string, AbortController>();
   private stopping: Promise<void> | undefined;
   /** Counters since start, for logs and the status endpoint. */
-  readonly stats = { done: 0, failed: 0, retried: 0, duplicates: 0, cancelled: 0, handlerRuns: 0 };
+  readonly stats = { done: 0, failed: 0, retried: 0, duplicates: 0, cancelled: 0, handlerRuns: 0, throttled: 0, workerLost: 0 };
 
   constructor(private readonly deps: WorkerDeps) {}
 
@@ -118,13 +122,29 @@ export class Worker {
     const msg = parsed.data;
     const log = this.deps.logger.child({ task_id: msg.task_id, type: msg.type });
 
-    const claim = await store.claim(msg.task_id, options.id, options.leaseMs);
+    const claim = await store.claim(msg.task_id, options.id, options.leaseMs, {
+      maxRunning: options.maxRunningPerTenant ?? 0,
+      throttleMs: options.throttleMs ?? 1000,
+    });
     switch (claim.outcome) {
       case 'missing':
         return this.poison(d, 'unknown_task', `no record for task ${msg.task_id} (expired or never created)`);
       case 'busy':
         log.debug('task is held by another worker or not due; message dropped', { status: claim.task.status, worker: claim.task.worker });
         return 'busy';
+      case 'throttled':
+        // The relay offers it again at retry_at; the slot goes to another tenant's message now.
+        this.stats.throttled++;
+        log.debug('tenant is at its cap of running tasks; task deferred', { tenant: claim.task.tenant, retry_at: claim.task.retryAt });
+        return 'throttled';
+      case 'exhausted':
+        // Its worker died on the last attempt (an input that kills workers, say): not run again.
+        this.stats.workerLost++;
+        this.stats.failed++;
+        log.error('task failed: its worker stopped on the last attempt', { attempt: claim.task.attempt, code: claim.task.error?.code });
+        await this.publishResult(claim.task);
+        await this.deadLetter(d, 'worker_lost', claim.task.error?.message ?? 'worker lost');
+        return 'failed';
       case 'terminal':
         // The worker that finished it may have died before publishing the result.
         if (!claim.task.resultPublished) {

@@ -3,14 +3,20 @@
  * Redis adapter (the store conformance suite runs against both); JavaScript's single thread
  * makes each method atomic.
  */
-import { isTerminal, type HandlerEvent, type NewTask, type TaskError, type TaskEvent, type TaskRecord } from '../task.ts';
+import { DEFAULT_TENANT, isTerminal, type HandlerEvent, type NewTask, type TaskError, type TaskEvent, type TaskRecord } from '../task.ts';
+import { quotaUsageOf, windowStartOf } from './access.ts';
 import {
   LIST_SCAN_BUDGET,
+  type ApiKeyRecord,
   type CancelResult,
+  type ClaimOptions,
+  type CreateOptions,
+  type QuotaUsage,
+  type RateState,
+  type TenantLimits,
   type CancelWatch,
   type ClaimResult,
   type CreateResult,
-  type IdempotencyClaim,
   type ListPage,
   type ListQuery,
   type StoreStats,
@@ -34,7 +40,17 @@ interface Entry {
 export class MemoryTaskStore implements TaskStore {
   private readonly tasks = new Map<string, Entry>();
   private readonly outbox = new Map<string, number>();
+  /** By tenant and client key. */
   private readonly idempotency = new Map<string, { taskId: string; fingerprint: string; expiresAt: number }>();
+  private readonly apiKeys = new Map<string, { key: ApiKeyRecord; hash: string }>();
+  private readonly limits = new Map<string, TenantLimits>();
+  private readonly quotas = new Map<string, { start: number; spent: number }>();
+  /** Per-second counters by `<kind>:<tenant>`. */
+  private readonly rates = new Map<string, { resetAt: number; used: number }>();
+  /** Running task ids of each tenant, with their lease expiry (its cap on running tasks). */
+  private readonly running = new Map<string, Map<string, number>>();
+  /** How often each queued task was deferred by its tenant's cap. */
+  private readonly throttles = new Map<string, number>();
   private readonly ttlMs: number;
   private readonly takeoverDelayMs: number;
   private readonly historyLimit: number;
@@ -103,6 +119,7 @@ export class MemoryTaskStore implements TaskStore {
 
   private finish(rec: TaskRecord): void {
     this.outbox.delete(rec.id);
+    this.running.get(rec.tenant)?.delete(rec.id);
     const e = this.tasks.get(rec.id);
     if (e) e.expiresAt = this.now() + this.ttlMs;
   }
@@ -122,21 +139,70 @@ export class MemoryTaskStore implements TaskStore {
     for (const [key, { expiresAt }] of this.idempotency) if (expiresAt <= now) this.idempotency.delete(key);
   }
 
-  create(task: NewTask, publishDueAt: number, idem?: IdempotencyClaim): Promise<CreateResult> {
+  /** A per-second counter: counts the request unless the limit is reached. */
+  private count(key: string, limit: number): RateState & { allowed: boolean } {
+    const now = this.now();
+    let r = this.rates.get(key);
+    if (!r || r.resetAt <= now) this.rates.set(key, (r = { resetAt: now + 1000, used: 0 }));
+    if (r.used >= limit) return { allowed: false, limit, remaining: 0, resetMs: r.resetAt - now };
+    r.used++;
+    return { allowed: true, limit, remaining: limit - r.used, resetMs: r.resetAt - now };
+  }
+
+  create(task: NewTask, publishDueAt: number, opts: CreateOptions = {}): Promise<CreateResult> {
     this.assertOpen();
     if (this.tasks.size % 1024 === 0) this.sweepAll();
+    const { idempotency: idem, admission: adm } = opts;
     const id = task.id.toLowerCase();
+    const tenant = task.tenant ?? DEFAULT_TENANT;
     const now = this.now();
-    if (idem) {
-      const bound = this.idempotency.get(idem.key);
-      if (bound && bound.expiresAt > now) return Promise.resolve({ outcome: 'replay', taskId: bound.taskId, fingerprint: bound.fingerprint });
+    const own = this.limits.get(tenant) ?? {};
+    const perSecond = own.submitsPerSecond ?? adm?.submitsPerSecond ?? 0;
+    let rate: RateState | undefined;
+    if (perSecond > 0) {
+      const { allowed, ...state } = this.count(`submits:${tenant}`, perSecond);
+      if (!allowed) return Promise.resolve({ outcome: 'rate_limited', rate: state });
+      rate = state;
+    }
+    const withRate = <T extends object>(r: T): Promise<T & { rate?: RateState }> => Promise.resolve(rate ? { ...r, rate } : r);
+    const idemKey = idem ? `${tenant}\n${idem.key}` : undefined;
+    if (idem && idemKey) {
+      const bound = this.idempotency.get(idemKey);
+      if (bound && bound.expiresAt > now) return withRate({ outcome: 'replay' as const, taskId: bound.taskId, fingerprint: bound.fingerprint });
     }
     if (this.live(id)) return Promise.resolve({ outcome: 'exists' });
-    if (idem) this.idempotency.set(idem.key, { taskId: id, fingerprint: idem.fingerprint, expiresAt: now + idem.ttlSeconds * 1000 });
+    let cost = 0;
+    let quotaWindow: number | null = null;
+    let downgraded = false;
+    let input = task.input;
+    const units = own.quotaUnits ?? adm?.quotaUnits ?? 0;
+    if (adm && units > 0) {
+      const windowSeconds = own.quotaWindowSeconds ?? adm.quotaWindowSeconds;
+      const start = windowStartOf(now, windowSeconds * 1000);
+      const q = this.quotas.get(tenant);
+      const spent = q && q.start === start ? q.spent : 0;
+      cost = adm.cost;
+      if (spent + cost > units) {
+        if (adm.downgrade && spent + adm.downgrade.cost <= units) {
+          ({ cost, input } = adm.downgrade);
+          downgraded = true;
+        } else {
+          const resetsAt = start + windowSeconds * 1000;
+          return Promise.resolve({ outcome: 'quota_exceeded', retryAfterMs: resetsAt - now, usage: { tenant, units, windowSeconds, spent, windowStart: start, resetsAt } });
+        }
+      }
+      if (cost > 0) {
+        this.quotas.set(tenant, { start, spent: spent + cost });
+        quotaWindow = start;
+      }
+    }
+    if (idem && idemKey) this.idempotency.set(idemKey, { taskId: id, fingerprint: idem.fingerprint, expiresAt: now + idem.ttlSeconds * 1000 });
     this.tasks.set(id, {
       rec: {
         ...task,
         id,
+        tenant,
+        input: structuredClone(input),
         status: 'queued',
         attempt: 0,
         progress: 0,
@@ -148,6 +214,10 @@ export class MemoryTaskStore implements TaskStore {
         leaseUntil: null,
         retryAt: null,
         resultPublished: false,
+        requestPublished: false,
+        cost,
+        quotaWindow,
+        downgraded,
         startedAt: null,
         finishedAt: null,
         updatedAt: now,
@@ -159,7 +229,7 @@ export class MemoryTaskStore implements TaskStore {
     });
     this.addEvent(id, 'status', { status: 'queued', attempt: 0 });
     this.outbox.set(id, publishDueAt);
-    return Promise.resolve({ outcome: 'created' });
+    return withRate({ outcome: 'created' as const, downgraded });
   }
 
   get(id: string): Promise<TaskRecord | null> {
@@ -168,7 +238,7 @@ export class MemoryTaskStore implements TaskStore {
     return Promise.resolve(rec ? structuredClone(rec) : null);
   }
 
-  claim(id: string, worker: string, leaseMs: number): Promise<ClaimResult> {
+  claim(id: string, worker: string, leaseMs: number, opts: ClaimOptions = {}): Promise<ClaimResult> {
     this.assertOpen();
     const rec = this.live(id);
     const now = this.now();
@@ -177,6 +247,35 @@ export class MemoryTaskStore implements TaskStore {
     const leased = rec.status === 'running' && (rec.leaseUntil ?? 0) > now;
     const notDue = rec.status === 'queued' && (rec.retryAt ?? 0) > now;
     if (leased || notDue) return Promise.resolve({ outcome: 'busy', task: structuredClone(rec) });
+    const lost = rec.status === 'running';
+    if (lost && rec.attempt >= rec.maxAttempts) {
+      const error = {
+        code: 'worker_lost',
+        retriable: false,
+        message: `the worker running attempt ${rec.attempt} of ${rec.attempt} stopped (its lease expired); no attempts left`,
+      };
+      Object.assign(rec, { status: 'failed', error, leaseUntil: null, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
+      this.finish(rec);
+      this.addEvent(rec.id, 'failed', { error });
+      return Promise.resolve({ outcome: 'exhausted', task: structuredClone(rec) });
+    }
+    const cap = this.limits.get(rec.tenant)?.maxRunning ?? opts.maxRunning ?? 0;
+    let running = this.running.get(rec.tenant);
+    if (cap > 0) {
+      if (!running) this.running.set(rec.tenant, (running = new Map()));
+      for (const [taskId, until] of running) if (until <= now) running.delete(taskId);
+      if (!running.has(rec.id) && running.size >= cap) {
+        // Deferred through the outbox, longer each time, so a big backlog is not re-offered every second.
+        const n = this.throttles.get(rec.id) ?? 0;
+        this.throttles.set(rec.id, n + 1);
+        const at = now + (opts.throttleMs ?? 1000) * 2 ** Math.min(n, 5);
+        Object.assign(rec, { status: 'queued', worker: null, leaseUntil: null, retryAt: at, updatedAt: now } satisfies Partial<TaskRecord>);
+        this.outbox.set(rec.id, at);
+        if (lost) this.addEvent(rec.id, 'status', { status: 'queued', attempt: rec.attempt, reason: 'worker_lost' });
+        return Promise.resolve({ outcome: 'throttled', task: structuredClone(rec) });
+      }
+    }
+    this.throttles.delete(rec.id);
     Object.assign(rec, {
       status: 'running',
       worker,
@@ -186,8 +285,9 @@ export class MemoryTaskStore implements TaskStore {
       startedAt: now,
       updatedAt: now,
     } satisfies Partial<TaskRecord>);
+    if (cap > 0) running?.set(rec.id, now + leaseMs);
     this.outbox.set(rec.id, now + leaseMs + this.takeoverDelayMs);
-    this.addEvent(rec.id, 'status', { status: 'running', attempt: rec.attempt, worker });
+    this.addEvent(rec.id, 'status', lost ? { status: 'running', attempt: rec.attempt, worker, after_lost_lease: true } : { status: 'running', attempt: rec.attempt, worker });
     return Promise.resolve({ outcome: 'claimed', task: structuredClone(rec) });
   }
 
@@ -198,6 +298,8 @@ export class MemoryTaskStore implements TaskStore {
     const now = this.now();
     rec.leaseUntil = now + leaseMs;
     this.outbox.set(rec.id, rec.leaseUntil + this.takeoverDelayMs);
+    const running = this.running.get(rec.tenant);
+    if (running?.has(rec.id)) running.set(rec.id, rec.leaseUntil);
     return Promise.resolve('ok');
   }
 
@@ -242,6 +344,7 @@ export class MemoryTaskStore implements TaskStore {
       updatedAt: this.now(),
     } satisfies Partial<TaskRecord>);
     this.outbox.set(rec.id, retryAt);
+    this.running.get(rec.tenant)?.delete(rec.id);
     this.addEvent(rec.id, 'status', { status: 'queued', attempt: rec.attempt, retry_at: retryAt, error });
     return this.ended(rec);
   }
@@ -258,17 +361,27 @@ export class MemoryTaskStore implements TaskStore {
     return this.ended(rec);
   }
 
-  failQueued(id: string, error: TaskError, idempotencyKey?: string): Promise<TransitionCode> {
+  /** A task that never started gives back the quota units it spent, if its window is still on. */
+  private refund(rec: TaskRecord): void {
+    if (rec.attempt > 0 || rec.cost <= 0 || rec.quotaWindow === null) return;
+    const q = this.quotas.get(rec.tenant);
+    if (q && q.start === rec.quotaWindow) q.spent -= rec.cost;
+    rec.cost = 0;
+  }
+
+  failQueued(id: string, error: TaskError, idempotencyKey?: string, tenant: string = DEFAULT_TENANT): Promise<TransitionCode> {
     this.assertOpen();
     const rec = this.live(id);
     if (!rec) return Promise.resolve('missing');
     if (isTerminal(rec.status)) return Promise.resolve('terminal');
     if (rec.status !== 'queued') return Promise.resolve('conflict');
+    this.refund(rec);
     const now = this.now();
     Object.assign(rec, { status: 'failed', error, resultPublished: true, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
     this.addEvent(rec.id, 'failed', { error });
     this.finish(rec);
-    if (idempotencyKey !== undefined && this.idempotency.get(idempotencyKey)?.taskId === rec.id) this.idempotency.delete(idempotencyKey);
+    const idemKey = `${tenant}\n${idempotencyKey}`;
+    if (idempotencyKey !== undefined && this.idempotency.get(idemKey)?.taskId === rec.id) this.idempotency.delete(idemKey);
     return Promise.resolve('ok');
   }
 
@@ -283,6 +396,7 @@ export class MemoryTaskStore implements TaskStore {
     this.assertOpen();
     const key = id.toLowerCase();
     const rec = this.live(key);
+    if (rec) rec.requestPublished = true;
     if (!rec || isTerminal(rec.status) || (rec.status === 'queued' && rec.attempt === attempt)) this.outbox.delete(key);
     return Promise.resolve();
   }
@@ -311,12 +425,13 @@ export class MemoryTaskStore implements TaskStore {
     return Promise.resolve(structuredClone(later.slice(0, limit)));
   }
 
-  cancel(id: string, reason: string | null): Promise<CancelResult> {
+  cancel(id: string, reason: string | null, tenant?: string): Promise<CancelResult> {
     this.assertOpen();
     const rec = this.live(id);
-    if (!rec) return Promise.resolve({ outcome: 'missing' });
+    if (!rec || (tenant !== undefined && rec.tenant !== tenant)) return Promise.resolve({ outcome: 'missing' });
     if (isTerminal(rec.status)) return Promise.resolve({ outcome: 'terminal', task: structuredClone(rec) });
     const was = rec.status as 'queued' | 'running';
+    if (was === 'queued') this.refund(rec);
     const now = this.now();
     Object.assign(rec, { status: 'cancelled', leaseUntil: null, retryAt: null, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
     this.addEvent(rec.id, 'cancelled', { reason, was });
@@ -342,8 +457,10 @@ export class MemoryTaskStore implements TaskStore {
 
   list(q: ListQuery): Promise<ListPage> {
     this.assertOpen();
+    const tenant = q.tenant ?? DEFAULT_TENANT;
     const all = [...this.tasks.values()]
       .map((e) => e.rec)
+      .filter((r) => r.tenant === tenant)
       .filter((r) => !q.after || r.createdAt < q.after.createdAt || (r.createdAt === q.after.createdAt && r.id < q.after.id))
       .sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : -1));
     const tasks: TaskRecord[] = [];
@@ -364,6 +481,57 @@ export class MemoryTaskStore implements TaskStore {
     const before = this.tasks.size;
     this.sweepAll();
     return Promise.resolve(before - this.tasks.size);
+  }
+
+  // --- access ---
+
+  createKey(key: ApiKeyRecord, secretHash: string): Promise<void> {
+    this.assertOpen();
+    this.apiKeys.set(key.id, { key: structuredClone(key), hash: secretHash });
+    return Promise.resolve();
+  }
+
+  findKey(secretHash: string): Promise<ApiKeyRecord | null> {
+    this.assertOpen();
+    for (const { key, hash } of this.apiKeys.values()) if (hash === secretHash) return Promise.resolve(structuredClone(key));
+    return Promise.resolve(null);
+  }
+
+  listKeys(tenant?: string): Promise<ApiKeyRecord[]> {
+    this.assertOpen();
+    const keys = [...this.apiKeys.values()].map((e) => structuredClone(e.key)).filter((k) => tenant === undefined || k.tenant === tenant);
+    return Promise.resolve(keys.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1)));
+  }
+
+  revokeKey(id: string): Promise<boolean> {
+    this.assertOpen();
+    return Promise.resolve(this.apiKeys.delete(id));
+  }
+
+  tenantLimits(tenant: string): Promise<TenantLimits> {
+    this.assertOpen();
+    return Promise.resolve({ ...this.limits.get(tenant) });
+  }
+
+  setTenantLimits(tenant: string, limits: { [K in keyof TenantLimits]?: number | null }): Promise<TenantLimits> {
+    this.assertOpen();
+    const own: TenantLimits = { ...this.limits.get(tenant) };
+    for (const [field, v] of Object.entries(limits) as [keyof TenantLimits, number | null | undefined][]) {
+      if (v === null) delete own[field];
+      else if (v !== undefined) own[field] = v;
+    }
+    this.limits.set(tenant, own);
+    return Promise.resolve({ ...own });
+  }
+
+  quotaUsage(tenant: string, defaults: { quotaUnits: number; quotaWindowSeconds: number }): Promise<QuotaUsage> {
+    this.assertOpen();
+    return Promise.resolve(quotaUsageOf(tenant, this.limits.get(tenant) ?? {}, defaults, this.quotas.get(tenant) ?? {}, this.now()));
+  }
+
+  hit(tenant: string, kind: 'reads' | 'submits', perSecond: number): Promise<(RateState & { allowed: boolean }) | null> {
+    this.assertOpen();
+    return Promise.resolve(perSecond > 0 ? this.count(`${kind}:${tenant}`, perSecond) : null);
   }
 
   ping(): Promise<void> {

@@ -18,7 +18,14 @@ export type ClaimResult =
   /** done, failed or cancelled: the message is a duplicate. */
   | { outcome: 'terminal'; task: TaskRecord }
   /** running under a live lease, or a retry that is not due yet: someone else has it. */
-  | { outcome: 'busy'; task: TaskRecord };
+  | { outcome: 'busy'; task: TaskRecord }
+  /** Its tenant is at its cap of running tasks: put back in the outbox until `task.retryAt`. */
+  | { outcome: 'throttled'; task: TaskRecord }
+  /**
+   * Its worker died (lease expired) on the last attempt it had: now failed with code
+   * `worker_lost`; the caller publishes the failure result and dead-letters the message.
+   */
+  | { outcome: 'exhausted'; task: TaskRecord };
 
 /**
  * Answer of a transition. `not_owner`: the caller no longer holds the task (its lease
@@ -39,12 +46,90 @@ export interface IdempotencyClaim {
   ttlSeconds: number;
 }
 
+/**
+ * What a submit is admitted against, checked and spent in the same atomic step as the create.
+ * The numbers are the deployment's defaults; a tenant's own limits (setTenantLimits) win.
+ */
+export interface Admission {
+  /** Submits per second of the tenant; 0 = no limit. */
+  submitsPerSecond: number;
+  /** Quota units per window; 0 = unlimited. */
+  quotaUnits: number;
+  quotaWindowSeconds: number;
+  /** Units this task costs. */
+  cost: number;
+  /** A cheaper form to create instead when the full cost does not fit. */
+  downgrade?: { input: unknown; cost: number };
+}
+
+/** The state of a rate limit after a request, for the RateLimit headers. */
+export interface RateState {
+  /** Requests allowed per window. */
+  limit: number;
+  remaining: number;
+  /** Milliseconds until the window resets. */
+  resetMs: number;
+}
+
+export interface CreateOptions {
+  idempotency?: IdempotencyClaim;
+  admission?: Admission;
+}
+
 export type CreateResult =
-  | { outcome: 'created' }
+  /** `downgraded`: the cheaper form was created. `rate`: the submit rate limit, when there is one. */
+  | { outcome: 'created'; downgraded: boolean; rate?: RateState }
   /** The task id exists already (never in practice: ids are random UUIDs). */
   | { outcome: 'exists' }
   /** The idempotency key was used before: nothing was written; here is what it names. */
-  | { outcome: 'replay'; taskId: string; fingerprint: string };
+  | { outcome: 'replay'; taskId: string; fingerprint: string; rate?: RateState }
+  /** Over the tenant's submit rate: nothing was written. */
+  | { outcome: 'rate_limited'; rate: RateState }
+  /** The tenant's quota is short of the cost (and of any downgrade): nothing was written. */
+  | { outcome: 'quota_exceeded'; retryAfterMs: number; usage: QuotaUsage };
+
+export type Scope = 'tasks:write' | 'tasks:read' | 'admin';
+export const SCOPES: readonly Scope[] = ['tasks:write', 'tasks:read', 'admin'];
+
+/** An API key as stored: never the key itself, only its SHA-256. */
+export interface ApiKeyRecord {
+  /** Public id (`key_…`), for listing and revoking. */
+  id: string;
+  tenant: string;
+  scopes: Scope[];
+  name: string | null;
+  createdAt: number;
+}
+
+/** A tenant's own limits; an absent field falls back to the deployment's default. */
+export interface TenantLimits {
+  quotaUnits?: number;
+  quotaWindowSeconds?: number;
+  submitsPerSecond?: number;
+  readsPerSecond?: number;
+  /** Tasks of the tenant running at once; 0 = no cap. */
+  maxRunning?: number;
+}
+
+/** What GET /quota shows. */
+export interface QuotaUsage {
+  tenant: string;
+  /** 0 = unlimited. */
+  units: number;
+  windowSeconds: number;
+  spent: number;
+  /** Start of the current window (epoch ms); windows are aligned to the epoch (a day starts at 00:00 UTC). */
+  windowStart: number;
+  resetsAt: number;
+}
+
+/** How a claim treats the tenant's cap on running tasks. */
+export interface ClaimOptions {
+  /** Default cap on running tasks per tenant (its own limit wins); 0 = none. Default 0. */
+  maxRunning?: number;
+  /** Base delay before a task over the cap is offered again; doubles per deferral, to 32×. Default 1000 ms. */
+  throttleMs?: number;
+}
 
 export type CancelResult =
   /** It was queued or running (`was`) and is now cancelled. */
@@ -57,6 +142,8 @@ export interface ListCursor {
 }
 
 export interface ListQuery {
+  /** Default: DEFAULT_TENANT. */
+  tenant?: string;
   status?: TaskStatus;
   userId?: string;
   type?: string;
@@ -105,13 +192,19 @@ export interface TaskStoreOptions {
 export interface TaskStore {
   /**
    * Writes a `queued` record and arms the outbox at `publishDueAt`, in one atomic step that
-   * also binds `idempotency.key` to the task unless the key is bound already (then `replay`).
+   * first checks the tenant's submit rate, then binds `idempotency.key` (per tenant) to the
+   * task unless the key is bound already (then `replay`), then spends the quota units (or the
+   * downgrade's): one round trip in all.
    */
-  create(task: NewTask, publishDueAt: number, idempotency?: IdempotencyClaim): Promise<CreateResult>;
+  create(task: NewTask, publishDueAt: number, opts?: CreateOptions): Promise<CreateResult>;
   get(id: string): Promise<TaskRecord | null>;
 
-  /** The idempotent claim: queued, or running with an expired lease → running for `worker`. */
-  claim(id: string, worker: string, leaseMs: number): Promise<ClaimResult>;
+  /**
+   * The idempotent claim: queued, or running with an expired lease → running for `worker`.
+   * A claim after a lost lease counts as an attempt: with none left the task fails
+   * (`exhausted`). Over its tenant's running cap the task is deferred (`throttled`).
+   */
+  claim(id: string, worker: string, leaseMs: number, opts?: ClaimOptions): Promise<ClaimResult>;
   renewLease(id: string, worker: string, leaseMs: number): Promise<TransitionCode>;
   /**
    * Adds a handler's events (progress, log lines, partial output) to a running task's history,
@@ -127,9 +220,10 @@ export interface TaskStore {
   /**
    * queued → failed, for a submission whose message could not be published: no result is
    * due. Releases `idempotencyKey` if it names this task, so the client's retry with the same
-   * key creates a task instead of replaying this dead one.
+   * key creates a task instead of replaying this dead one (keys are per tenant: `tenant`,
+   * default DEFAULT_TENANT, is the task's). Its quota units go back.
    */
-  failQueued(id: string, error: TaskError, idempotencyKey?: string): Promise<TransitionCode>;
+  failQueued(id: string, error: TaskError, idempotencyKey?: string, tenant?: string): Promise<TransitionCode>;
   /** Notes that the result message is out. Calls made together may share one round trip. */
   markResultPublished(id: string): Promise<void>;
 
@@ -140,8 +234,12 @@ export interface TaskStore {
    * since the last call. All watches of a process share one subscription, not a poll each.
    */
   watch(id: string): Promise<TaskWatch>;
-  /** queued or running → cancelled; a running task's worker is told through watchCancellations. */
-  cancel(id: string, reason: string | null): Promise<CancelResult>;
+  /**
+   * queued or running → cancelled; a running task's worker is told through watchCancellations.
+   * A task of another tenant than `tenant` (when given) is `missing`. A task that never
+   * started gives its quota units back.
+   */
+  cancel(id: string, reason: string | null, tenant?: string): Promise<CancelResult>;
   /** Calls `onCancel` with the id of every running task that gets cancelled, on any process. */
   watchCancellations(onCancel: (id: string) => void): Promise<CancelWatch>;
   /** Tasks newest first, filtered. */
@@ -159,6 +257,27 @@ export interface TaskStore {
   disarmOutbox(id: string, attempt: number): Promise<void>;
   /** Takes up to `limit` due outbox entries, pushing each back by `holdMs` so relays don't collide. */
   outboxDue(limit: number, holdMs: number): Promise<string[]>;
+
+  // --- access: API keys, tenant limits, quota, rate limits ---
+
+  /** Stores a new key under the SHA-256 of its secret. */
+  createKey(key: ApiKeyRecord, secretHash: string): Promise<void>;
+  findKey(secretHash: string): Promise<ApiKeyRecord | null>;
+  /** Every key, or a tenant's, oldest first. */
+  listKeys(tenant?: string): Promise<ApiKeyRecord[]>;
+  /** Answers false when there was no such key. */
+  revokeKey(id: string): Promise<boolean>;
+  tenantLimits(tenant: string): Promise<TenantLimits>;
+  /** Sets the given fields; a null field goes back to the default. */
+  setTenantLimits(tenant: string, limits: { [K in keyof TenantLimits]?: number | null }): Promise<TenantLimits>;
+  /** The tenant's quota now, with `defaults` where it has no limits of its own. */
+  quotaUsage(tenant: string, defaults: { quotaUnits: number; quotaWindowSeconds: number }): Promise<QuotaUsage>;
+  /**
+   * Counts one request against the tenant's limit of `perSecond` requests of `kind` per
+   * second (the caller resolves the tenant's own limit); answers null when `perSecond` is 0,
+   * else the state and whether the request was allowed.
+   */
+  hit(tenant: string, kind: 'reads' | 'submits', perSecond: number): Promise<(RateState & { allowed: boolean }) | null>;
 
   /** Round trips to the store so far (a shared batch counts once), for the process statistics. */
   readonly stats: StoreStats;

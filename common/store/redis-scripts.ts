@@ -71,57 +71,160 @@ local function apply_events(i)
   if percent then redis.call('HSET', KEYS[1], 'progress', percent, 'message', message, 'updated_at', now_ms()) end
   return n
 end
--- A task reached done, failed or cancelled: it leaves the outbox, and it and its history
--- expire after the ttl; the sweeper drops it from the listing indexes then.
+-- A key of the task's tenant, built from the prefix of KEYS[1] ('<prefix>task:<36-char id>').
+-- As in BullMQ's scripts, these keys come from data rather than KEYS: every key shares the
+-- prefix's hash tag, so on a cluster they sit in the script's slot. keys.ts builds the same names.
+local function tenant_key(kind, tenant)
+  return string.sub(KEYS[1], 1, #KEYS[1] - 41) .. kind .. ':' .. tenant
+end
+local function tenant_of() return redis.call('HGET', KEYS[1], 'tenant') or 'default' end
+-- A task that never started gives back the quota units it spent, if its window is still on.
+local function refund(tenant)
+  local f = redis.call('HMGET', KEYS[1], 'attempt', 'cost', 'quota_window')
+  local cost = tonumber(f[2]) or 0
+  if (tonumber(f[1]) or 0) > 0 or cost <= 0 or not f[3] or f[3] == '' then return end
+  local q = tenant_key('quota', tenant)
+  if redis.call('HGET', q, 'start') == f[3] then redis.call('HINCRBY', q, 'spent', -cost) end
+  redis.call('HSET', KEYS[1], 'cost', 0)
+end
+-- A task reached done, failed or cancelled: it leaves the outbox and its tenant's running
+-- set, and it and its history expire after the ttl; the sweeper drops it from the listing
+-- indexes then (the member is '<id><tenant>\\n<user id>').
 local function finish(now)
   local ttl = tonumber(ARGV[2])
   redis.call('ZREM', KEYS[2], ARGV[3])
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[3], ttl)
   redis.call('EXPIRE', KEYS[5], ttl)
-  local user = redis.call('HGET', KEYS[1], 'user_id') or ''
-  redis.call('ZADD', KEYS[4], now + ttl * 1000, ARGV[3] .. user)
+  local f = redis.call('HMGET', KEYS[1], 'user_id', 'tenant')
+  local tenant = f[2] or 'default'
+  redis.call('ZADD', KEYS[4], now + ttl * 1000, ARGV[3] .. tenant .. '\\n' .. (f[1] or ''))
+  redis.call('ZREM', tenant_key('running', tenant), ARGV[3])
 end
 `;
 
 export const SCRIPTS = {
   /**
+   * Admission and create in one step: the tenant's submit rate, the Idempotency-Key, the
+   * quota (or the downgrade's), then the record.
    * KEYS[1] task, KEYS[2] outbox, KEYS[3] idempotency key (or the unused key), KEYS[4] events,
-   * KEYS[5] index, KEYS[6] user index (or the unused key). No key is ever '': on a cluster
-   * an empty key would hash to another slot.
-   * ARGV: historyLimit, publishDueAt, idempotency value (taskId|fingerprint), ttlSeconds, field, value, ...
+   * KEYS[5] tenant index, KEYS[6] user index (or the unused key), KEYS[7] tenant limits,
+   * KEYS[8] tenant quota, KEYS[9] tenant submit rate. No key is ever '': on a cluster an
+   * empty key would hash to another slot.
+   * ARGV: historyLimit, publishDueAt, idempotency value (taskId|fingerprint), ttlSeconds,
+   * submits/s, quota units, quota window s (defaults), cost, downgrade cost ('' for none),
+   * downgrade input JSON, then field, value, ...
+   * Answers {outcome, a, b, c, d, rate limit, remaining, reset ms} (-1 for no rate limit), and
+   * for quota_exceeded the window in seconds last.
    */
   create: `${PRELUDE}
+local now = now_ms()
+local lim = redis.call('HMGET', KEYS[7], 'submits_per_s', 'quota_units', 'quota_window_seconds')
+local rate = tonumber(lim[1]) or tonumber(ARGV[5])
+local rl = {-1, -1, -1}
+if rate > 0 then
+  local used = tonumber(redis.call('GET', KEYS[9]) or '0')
+  local ttl = redis.call('PTTL', KEYS[9])
+  if used >= rate then return {'rate_limited', '', '', '', '', rate, 0, math.max(ttl, 1)} end
+  used = redis.call('INCR', KEYS[9])
+  if ttl < 0 then redis.call('PEXPIRE', KEYS[9], 1000); ttl = 1000 end
+  rl = {rate, rate - used, ttl}
+end
 if ARGV[3] ~= '' then
   local bound = redis.call('GET', KEYS[3])
-  if bound then return {'replay', bound} end
+  if bound then return {'replay', bound, '', '', '', rl[1], rl[2], rl[3]} end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', '', '', '', '', rl[1], rl[2], rl[3]} end
+local units = tonumber(lim[2]) or tonumber(ARGV[6])
+local window = (tonumber(lim[3]) or tonumber(ARGV[7])) * 1000
+local cost = tonumber(ARGV[8])
+local downgraded = 0
+local qstart = ''
+if units > 0 then
+  local start = now - (now % window)
+  local q = redis.call('HMGET', KEYS[8], 'start', 'spent')
+  local spent = 0
+  if tonumber(q[1]) == start then spent = tonumber(q[2]) or 0 end
+  if spent + cost > units then
+    local dcost = tonumber(ARGV[9])
+    if dcost and spent + dcost <= units then
+      cost = dcost
+      downgraded = 1
+    else
+      return {'quota_exceeded', start + window - now, units, spent, start, rl[1], rl[2], rl[3], window / 1000}
+    end
+  end
+  if cost > 0 then
+    redis.call('HSET', KEYS[8], 'start', start, 'spent', spent + cost)
+    redis.call('PEXPIREAT', KEYS[8], start + window + 60000)
+    qstart = start
+  end
+else
+  cost = 0
+end
 local args = {}
-for i = 5, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 11, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
+redis.call('HSET', KEYS[1], 'cost', cost, 'quota_window', qstart, 'downgraded', downgraded)
+if downgraded == 1 then redis.call('HSET', KEYS[1], 'input', ARGV[10]) end
 local f = redis.call('HMGET', KEYS[1], 'id', 'created_at')
 redis.call('ZADD', KEYS[2], ARGV[2], f[1])
 redis.call('ZADD', KEYS[5], f[2], f[1])
 if redis.call('HGET', KEYS[1], 'user_id') ~= '' then redis.call('ZADD', KEYS[6], f[2], f[1]) end
 if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[1], '*', 'type', 'status', 'data', '{"status":"queued","attempt":0}')
-return {'created'}`,
+return {'created', downgraded, '', '', '', rl[1], rl[2], rl[3]}`,
 
-  /** ARGV[4..]: worker, leaseMs, takeoverDelayMs */
+  /**
+   * ARGV[4..]: worker, leaseMs, takeoverDelayMs, default cap on a tenant's running tasks (0 =
+   * none), base throttle delay ms. A claim after a lost lease is an attempt like any other:
+   * with none left, the task fails with worker_lost ('exhausted').
+   */
   claim: `${PRELUDE}
 local now = now_ms()
-local f = redis.call('HMGET', KEYS[1], 'status', 'lease_until', 'retry_at')
+local f = redis.call('HMGET', KEYS[1], 'status', 'lease_until', 'retry_at', 'attempt', 'max_attempts', 'tenant', 'throttles')
 if not f[1] then return {'missing'} end
 if terminal(f[1]) then return with_record('terminal') end
 if f[1] == 'running' and tonumber(f[2]) and tonumber(f[2]) > now then return with_record('busy') end
 if f[1] == 'queued' and tonumber(f[3]) and tonumber(f[3]) > now then return with_record('busy') end
+local lost = f[1] == 'running'
+local attempts = tonumber(f[4]) or 0
+if lost and attempts >= (tonumber(f[5]) or 1) then
+  local err = cjson.encode({code = 'worker_lost', retriable = false,
+    message = 'the worker running attempt ' .. attempts .. ' of ' .. attempts .. ' stopped (its lease expired); no attempts left'})
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', err, 'lease_until', '', 'finished_at', now, 'updated_at', now)
+  add_event('failed', '{"error":' .. err .. '}')
+  finish(now)
+  notify()
+  return with_record('exhausted')
+end
+local tenant = f[6] or 'default'
+local cap = tonumber(redis.call('HGET', tenant_key('tenant', tenant), 'max_running')) or tonumber(ARGV[7])
+local running = tenant_key('running', tenant)
+if cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', running, '-inf', now)
+  if not redis.call('ZSCORE', running, ARGV[3]) and redis.call('ZCARD', running) >= cap then
+    -- Deferred through the outbox, longer each time, so a big backlog is not re-offered every second.
+    local n = tonumber(f[7]) or 0
+    local at = now + tonumber(ARGV[8]) * 2 ^ math.min(n, 5)
+    redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '', 'lease_until', '', 'retry_at', at, 'throttles', n + 1, 'updated_at', now)
+    redis.call('ZADD', KEYS[2], at, ARGV[3])
+    if lost then
+      add_event('status', cjson.encode({status = 'queued', attempt = attempts, reason = 'worker_lost'}))
+      notify()
+    end
+    return with_record('throttled')
+  end
+end
 local lease = now + tonumber(ARGV[5])
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[4], 'lease_until', lease,
-  'retry_at', '', 'started_at', now, 'updated_at', now)
+  'retry_at', '', 'throttles', 0, 'started_at', now, 'updated_at', now)
 redis.call('ZADD', KEYS[2], lease + tonumber(ARGV[6]), ARGV[3])
-add_event('status', cjson.encode({status = 'running', attempt = attempt, worker = ARGV[4]}))
+if cap > 0 then redis.call('ZADD', running, lease, ARGV[3]) end
+local ev = {status = 'running', attempt = attempt, worker = ARGV[4]}
+if lost then ev.after_lost_lease = true end
+add_event('status', cjson.encode(ev))
 notify()
 return with_record('claimed')`,
 
@@ -131,6 +234,7 @@ local bad = owned(ARGV[4]); if bad then return bad end
 local lease = now_ms() + tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'lease_until', lease)
 redis.call('ZADD', KEYS[2], lease + tonumber(ARGV[6]), ARGV[3])
+redis.call('ZADD', tenant_key('running', tenant_of()), 'XX', lease, ARGV[3])
 return 'ok'`,
 
   /** ARGV[4..]: worker, then the events (apply_events) */
@@ -158,6 +262,7 @@ apply_events(7)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[5], 'worker', '', 'lease_until', '',
   'retry_at', ARGV[6], 'updated_at', now_ms())
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[3])
+redis.call('ZREM', tenant_key('running', tenant_of()), ARGV[3])
 local attempt = redis.call('HGET', KEYS[1], 'attempt')
 add_event('status', '{"status":"queued","attempt":' .. attempt .. ',"retry_at":' .. ARGV[6] .. ',"error":' .. ARGV[5] .. '}')
 notify()
@@ -175,12 +280,16 @@ finish(now)
 notify()
 return with_record('ok')`,
 
-  /** KEYS[6]: idempotency key to release if it names this task (or the unused key). ARGV[4..]: errorJson, '1' when KEYS[6] is real */
+  /**
+   * KEYS[6]: idempotency key to release if it names this task (or the unused key). ARGV[4..]: errorJson, '1' when KEYS[6] is real.
+   * The task never ran: its quota units go back.
+   */
   failQueued: `${PRELUDE}
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return 'missing' end
 if terminal(s) then return 'terminal' end
 if s ~= 'queued' then return 'conflict' end
+refund(tenant_of())
 local now = now_ms()
 redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[4], 'result_published', 1,
   'finished_at', now, 'updated_at', now)
@@ -196,12 +305,16 @@ return 'ok'`,
   /**
    * queued or running → cancelled. A running task's worker learns it from the channel
    * (at once) or from its next lease renewal (at the latest).
-   * ARGV[4..]: reason (or ''), cancel channel
+   * ARGV[4..]: reason (or ''), cancel channel, tenant the caller acts for ('' for any): a
+   * task of another tenant is 'missing'.
    */
   cancel: `${PRELUDE}
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return {'missing'} end
+local tenant = tenant_of()
+if ARGV[6] ~= '' and tenant ~= ARGV[6] then return {'missing'} end
 if terminal(s) then return with_record('terminal') end
+if s == 'queued' then refund(tenant) end
 local now = now_ms()
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'lease_until', '', 'retry_at', '',
   'finished_at', now, 'updated_at', now)
@@ -221,7 +334,8 @@ end
 return 'ok'`,
 
   /**
-   * Disarms the outbox entries of published request messages (a batch).
+   * Disarms the outbox entries of published request messages (a batch), and notes on each
+   * task that its request is out (a replay of its submission waits for that).
    * KEYS[1] outbox, KEYS[1 + i] task hash; ARGV[2i - 1] id, ARGV[2i] attempt that was published.
    */
   disarmOutbox: `
@@ -229,11 +343,25 @@ for i = 2, #KEYS do
   local id, attempt = ARGV[2 * i - 3], tonumber(ARGV[2 * i - 2])
   local f = redis.call('HMGET', KEYS[i], 'status', 'attempt')
   local s = f[1]
+  if s then redis.call('HSET', KEYS[i], 'request_published', 1) end
   if not s or s == 'done' or s == 'failed' or s == 'cancelled' or (s == 'queued' and tonumber(f[2]) == attempt) then
     redis.call('ZREM', KEYS[1], id)
   end
 end
 return 'ok'`,
+
+  /**
+   * One request against a per-second limit. KEYS[1] the counter. ARGV[1] the limit (> 0).
+   * Answers {allowed 1/0, limit, remaining, reset ms}.
+   */
+  hit: `
+local rate = tonumber(ARGV[1])
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ttl = redis.call('PTTL', KEYS[1])
+if used >= rate then return {0, rate, 0, math.max(ttl, 1)} end
+used = redis.call('INCR', KEYS[1])
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], 1000); ttl = 1000 end
+return {1, rate, rate - used, ttl}`,
 
   /** KEYS[1]: outbox. ARGV: limit, holdMs */
   outboxDue: `${PRELUDE}

@@ -13,6 +13,7 @@ import { DEFAULT_KEY_PREFIX, makeKeys, type Keys } from '../keys.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import {
+  DEFAULT_TENANT,
   EVENT_TYPES,
   type HandlerEvent,
   type NewTask,
@@ -25,11 +26,17 @@ import {
 } from '../task.ts';
 import {
   LIST_SCAN_BUDGET,
+  type ApiKeyRecord,
   type CancelResult,
+  type ClaimOptions,
+  type CreateOptions,
+  type QuotaUsage,
+  type RateState,
+  type Scope,
+  type TenantLimits,
   type CancelWatch,
   type ClaimResult,
   type CreateResult,
-  type IdempotencyClaim,
   type ListPage,
   type ListQuery,
   type StoreStats,
@@ -39,6 +46,7 @@ import {
   type TransitionCode,
   type TransitionResult,
 } from './port.ts';
+import { LIMIT_FIELDS, quotaUsageOf } from './access.ts';
 import { SCRIPTS, type ScriptName } from './redis-scripts.ts';
 import { WatchHub } from './watch-hub.ts';
 
@@ -82,6 +90,7 @@ const parseJson = (s: string | undefined): unknown => (s === undefined || s === 
 function toRecord(h: Record<string, string>, output = ''): TaskRecord {
   return {
     id: h.id ?? '',
+    tenant: h.tenant || DEFAULT_TENANT,
     type: h.type ?? '',
     status: (h.status ?? 'queued') as TaskStatus,
     input: parseJson(h.input),
@@ -98,6 +107,11 @@ function toRecord(h: Record<string, string>, output = ''): TaskRecord {
     leaseUntil: num(h.lease_until),
     retryAt: num(h.retry_at),
     resultPublished: h.result_published === '1',
+    // Records from before this field were published (or relayed) long since.
+    requestPublished: h.request_published !== '0',
+    cost: num(h.cost) ?? 0,
+    quotaWindow: num(h.quota_window),
+    downgraded: h.downgraded === '1',
     createdAt: num(h.created_at) ?? 0,
     startedAt: num(h.started_at),
     finishedAt: num(h.finished_at),
@@ -128,6 +142,26 @@ function eventArgs(events: readonly HandlerEvent[], outputLimit: string): string
 }
 
 export { DEFAULT_KEY_PREFIX };
+
+function toKey(h: Record<string, string>): ApiKeyRecord | null {
+  if (!h.id || !h.tenant) return null;
+  return {
+    id: h.id,
+    tenant: h.tenant,
+    scopes: (h.scopes ?? '').split(',').filter((s): s is Scope => s !== '') ,
+    name: h.name || null,
+    createdAt: Number(h.created_at ?? 0),
+  };
+}
+
+function toLimits(h: Record<string, string>): TenantLimits {
+  const out: TenantLimits = {};
+  for (const [field, name] of LIMIT_FIELDS) {
+    const v = h[name];
+    if (v !== undefined && v !== '' && Number.isFinite(Number(v))) out[field] = Number(v);
+  }
+  return out;
+}
 
 type Client = RedisClientType | RedisClusterType;
 
@@ -261,10 +295,13 @@ export class RedisTaskStore implements TaskStore {
     return toTransitionResult(await this.script(name, f.keys, [...f.args, ...args, ...eventArgs(events, this.outputLimit)]));
   }
 
-  async create(task: NewTask, publishDueAt: number, idem?: IdempotencyClaim): Promise<CreateResult> {
+  async create(task: NewTask, publishDueAt: number, opts: CreateOptions = {}): Promise<CreateResult> {
     const id = task.id.toLowerCase();
+    const tenant = task.tenant ?? DEFAULT_TENANT;
+    const { idempotency: idem, admission: adm } = opts;
     const fields: Record<string, string | number> = {
       id,
+      tenant,
       type: task.type,
       status: 'queued',
       input: json(task.input),
@@ -274,6 +311,7 @@ export class RedisTaskStore implements TaskStore {
       max_attempts: task.maxAttempts,
       progress: 0,
       result_published: 0,
+      request_published: 0,
       created_at: task.createdAt,
       updated_at: task.createdAt,
     };
@@ -281,16 +319,48 @@ export class RedisTaskStore implements TaskStore {
     const keys = [
       k.task(id),
       k.outbox(),
-      idem ? k.idempotency(idem.key) : k.unused(),
+      idem ? k.idempotency(tenant, idem.key) : k.unused(),
       k.events(id),
-      k.index(),
-      task.userId ? k.userIndex(task.userId) : k.unused(),
+      k.index(tenant),
+      task.userId ? k.userIndex(tenant, task.userId) : k.unused(),
+      k.tenant(tenant),
+      k.quota(tenant),
+      k.rate(tenant, 'submits'),
     ];
-    const args = [this.historyLimit, publishDueAt, idem ? `${id}|${idem.fingerprint}` : '', idem?.ttlSeconds ?? 0, ...Object.entries(fields).flat()];
-    const [outcome, bound] = (await this.script('create', keys, args)) as [string, string?];
-    if (outcome === 'created' || outcome === 'exists') return { outcome };
-    const [taskId = '', fingerprint = ''] = (bound ?? '').split('|');
-    return { outcome: 'replay', taskId, fingerprint };
+    const args = [
+      this.historyLimit,
+      publishDueAt,
+      idem ? `${id}|${idem.fingerprint}` : '',
+      idem?.ttlSeconds ?? 0,
+      adm?.submitsPerSecond ?? 0,
+      adm?.quotaUnits ?? 0,
+      adm?.quotaWindowSeconds ?? 86_400,
+      adm?.cost ?? 0,
+      adm?.downgrade ? adm.downgrade.cost : '',
+      adm?.downgrade ? json(adm.downgrade.input) : '',
+      ...Object.entries(fields).flat(),
+    ];
+    const [outcome, a, b, c, d, limit, remaining, reset, window] = (await this.script('create', keys, args)) as [string, ...(string | number)[]];
+    const rate: RateState | undefined = Number(limit) >= 0 ? { limit: Number(limit), remaining: Number(remaining), resetMs: Number(reset) } : undefined;
+    const withRate = <T extends object>(r: T): T & { rate?: RateState } => (rate ? { ...r, rate } : r);
+    switch (outcome) {
+      case 'created':
+        return withRate({ outcome, downgraded: Number(a) === 1 });
+      case 'exists':
+        return { outcome };
+      case 'rate_limited':
+        return { outcome, rate: rate ?? { limit: 0, remaining: 0, resetMs: 1000 } };
+      case 'quota_exceeded': {
+        const windowStart = Number(d);
+        const windowSeconds = Number(window);
+        const usage = { tenant, units: Number(b), windowSeconds, spent: Number(c), windowStart, resetsAt: windowStart + windowSeconds * 1000 };
+        return { outcome, retryAfterMs: Number(a), usage };
+      }
+      default: {
+        const [taskId = '', fingerprint = ''] = String(a ?? '').split('|');
+        return withRate({ outcome: 'replay' as const, taskId, fingerprint });
+      }
+    }
   }
 
   async get(id: string): Promise<TaskRecord | null> {
@@ -303,13 +373,14 @@ export class RedisTaskStore implements TaskStore {
     return Object.keys(h).length === 0 ? null : toRecord(h, output ?? '');
   }
 
-  async claim(id: string, worker: string, leaseMs: number): Promise<ClaimResult> {
+  async claim(id: string, worker: string, leaseMs: number, opts: ClaimOptions = {}): Promise<ClaimResult> {
     const f = this.frame(id);
-    const reply = (await this.script('claim', f.keys, [...f.args, worker, leaseMs, this.takeoverDelay])) as unknown[];
+    const args = [...f.args, worker, leaseMs, this.takeoverDelay, opts.maxRunning ?? 0, opts.throttleMs ?? 1000];
+    const reply = (await this.script('claim', f.keys, args)) as unknown[];
     const [code, ...rest] = reply;
     if (code === 'missing') return { outcome: 'missing' };
     const task = toRecord(pairs(rest));
-    if (code === 'claimed' || code === 'terminal' || code === 'busy') return { outcome: code, task };
+    if (code === 'claimed' || code === 'terminal' || code === 'busy' || code === 'throttled' || code === 'exhausted') return { outcome: code, task };
     throw new Error(`unexpected claim reply ${String(code)}`);
   }
 
@@ -334,9 +405,9 @@ export class RedisTaskStore implements TaskStore {
     return this.ending('fail', id, [worker, json(error)], events);
   }
 
-  async failQueued(id: string, error: TaskError, idempotencyKey?: string): Promise<TransitionCode> {
+  async failQueued(id: string, error: TaskError, idempotencyKey?: string, tenant: string = DEFAULT_TENANT): Promise<TransitionCode> {
     const f = this.frame(id);
-    const keys = [...f.keys, idempotencyKey === undefined ? this.keys.unused() : this.keys.idempotency(idempotencyKey)];
+    const keys = [...f.keys, idempotencyKey === undefined ? this.keys.unused() : this.keys.idempotency(tenant, idempotencyKey)];
     return (await this.script('failQueued', keys, [...f.args, json(error), idempotencyKey === undefined ? '' : '1'])) as TransitionCode;
   }
 
@@ -406,9 +477,9 @@ export class RedisTaskStore implements TaskStore {
     return sub;
   }
 
-  async cancel(id: string, reason: string | null): Promise<CancelResult> {
+  async cancel(id: string, reason: string | null, tenant?: string): Promise<CancelResult> {
     const f = this.frame(id);
-    const reply = (await this.script('cancel', f.keys, [...f.args, reason ?? '', this.keys.cancelChannel()])) as unknown[];
+    const reply = (await this.script('cancel', f.keys, [...f.args, reason ?? '', this.keys.cancelChannel(), tenant ?? ''])) as unknown[];
     const [code, ...rest] = reply;
     if (code === 'missing') return { outcome: 'missing' };
     const task = toRecord(pairs(rest));
@@ -442,7 +513,8 @@ export class RedisTaskStore implements TaskStore {
   }
 
   async list(q: ListQuery): Promise<ListPage> {
-    const indexKey = q.userId !== undefined ? this.keys.userIndex(q.userId) : this.keys.index();
+    const tenant = q.tenant ?? DEFAULT_TENANT;
+    const indexKey = q.userId !== undefined ? this.keys.userIndex(tenant, q.userId) : this.keys.index(tenant);
     const tasks: TaskRecord[] = [];
     const page = 200;
     const top = q.after ? String(q.after.createdAt) : '+inf';
@@ -466,7 +538,13 @@ export class RedisTaskStore implements TaskStore {
           gone.push(e.value);
           continue;
         }
-        if ((q.status && rec.status !== q.status) || (q.type && rec.type !== q.type) || (q.userId !== undefined && rec.userId !== q.userId)) continue;
+        if (
+          rec.tenant !== tenant ||
+          (q.status && rec.status !== q.status) ||
+          (q.type && rec.type !== q.type) ||
+          (q.userId !== undefined && rec.userId !== q.userId)
+        )
+          continue;
         tasks.push(rec);
         if (tasks.length === q.limit) return { tasks, next: last };
       }
@@ -487,11 +565,15 @@ export class RedisTaskStore implements TaskStore {
     await this.call('sweep', () => {
       const m = this.client.multi();
       for (const member of due) {
-        // `<36-char task id><user id>`: the id is a UUID, so the split is exact.
+        // `<36-char task id><tenant>\n<user id>` (or, from before tenants, `<id><user id>`):
+        // the id is a UUID and neither a tenant nor a user id holds a newline, so the split is exact.
         const id = member.slice(0, 36);
-        const user = member.slice(36);
-        m.zRem(k.index(), id);
-        if (user !== '') m.zRem(k.userIndex(user), id);
+        const rest = member.slice(36);
+        const nl = rest.indexOf('\n');
+        const tenant = nl < 0 ? DEFAULT_TENANT : rest.slice(0, nl);
+        const user = nl < 0 ? rest : rest.slice(nl + 1);
+        m.zRem(k.index(tenant), id);
+        if (user !== '') m.zRem(k.userIndex(tenant, user), id);
         m.zRem(k.expiring(), member);
       }
       return m.exec();
@@ -501,6 +583,76 @@ export class RedisTaskStore implements TaskStore {
 
   async outboxDue(limit: number, holdMs: number): Promise<string[]> {
     return (await this.script('outboxDue', [this.keys.outbox()], [limit, holdMs])) as string[];
+  }
+
+  // --- access ---
+
+  async createKey(key: ApiKeyRecord, secretHash: string): Promise<void> {
+    const k = this.keys;
+    const fields = { id: key.id, tenant: key.tenant, scopes: key.scopes.join(','), name: key.name ?? '', created_at: String(key.createdAt) };
+    await this.call('createKey', () => this.client.multi().hSet(k.apiKey(secretHash), fields).hSet(k.apiKeys(), key.id, secretHash).exec());
+  }
+
+  async findKey(secretHash: string): Promise<ApiKeyRecord | null> {
+    const h = await this.call('findKey', () => this.client.hGetAll(this.keys.apiKey(secretHash)));
+    return toKey(h);
+  }
+
+  async listKeys(tenant?: string): Promise<ApiKeyRecord[]> {
+    const ids = await this.call('listKeys', () => this.client.hGetAll(this.keys.apiKeys()));
+    const hashes = Object.values(ids).filter((h) => /^[0-9a-f]{64}$/.test(h));
+    if (hashes.length === 0) return [];
+    const m = this.client.multi();
+    for (const h of hashes) m.hGetAll(this.keys.apiKey(h));
+    const rows = (await this.call('listKeys', () => m.exec())) as unknown as Record<string, string>[];
+    return rows
+      .map(toKey)
+      .filter((r): r is ApiKeyRecord => r !== null && (tenant === undefined || r.tenant === tenant))
+      .sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
+  }
+
+  async revokeKey(id: string): Promise<boolean> {
+    const hash = await this.call('revokeKey', () => this.client.hGet(this.keys.apiKeys(), id));
+    if (!hash) return false;
+    const k = this.keys;
+    await this.call('revokeKey', () => this.client.multi().del(k.apiKey(hash)).hDel(k.apiKeys(), id).exec());
+    return true;
+  }
+
+  async tenantLimits(tenant: string): Promise<TenantLimits> {
+    return toLimits(await this.call('tenantLimits', () => this.client.hGetAll(this.keys.tenant(tenant))));
+  }
+
+  async setTenantLimits(tenant: string, limits: { [K in keyof TenantLimits]?: number | null }): Promise<TenantLimits> {
+    const key = this.keys.tenant(tenant);
+    const set: Record<string, string> = {};
+    const del: string[] = [];
+    for (const [field, name] of LIMIT_FIELDS) {
+      const v = limits[field];
+      if (v === null) del.push(name);
+      else if (v !== undefined) set[name] = String(v);
+    }
+    const m = this.client.multi();
+    if (Object.keys(set).length > 0) m.hSet(key, set);
+    if (del.length > 0) m.hDel(key, del);
+    m.hGetAll(key);
+    const replies = (await this.call('setTenantLimits', () => m.exec())) as unknown[];
+    return toLimits(replies[replies.length - 1] as Record<string, string>);
+  }
+
+  async quotaUsage(tenant: string, defaults: { quotaUnits: number; quotaWindowSeconds: number }): Promise<QuotaUsage> {
+    const k = this.keys;
+    const [limits, q, time] = (await this.call('quotaUsage', () =>
+      this.client.multi().hGetAll(k.tenant(tenant)).hGetAll(k.quota(tenant)).time().exec(),
+    )) as unknown as [Record<string, string>, Record<string, string>, [string, string] | Date];
+    const now = Array.isArray(time) ? Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000) : time instanceof Date ? time.getTime() : Date.now();
+    return quotaUsageOf(tenant, toLimits(limits), defaults, q, now);
+  }
+
+  async hit(tenant: string, kind: 'reads' | 'submits', perSecond: number): Promise<(RateState & { allowed: boolean }) | null> {
+    if (perSecond <= 0) return null;
+    const [allowed, limit, remaining, reset] = (await this.script('hit', [this.keys.rate(tenant, kind)], [perSecond])) as number[];
+    return { allowed: allowed === 1, limit: Number(limit), remaining: Number(remaining), resetMs: Number(reset) };
   }
 
   async ping(): Promise<void> {

@@ -27,7 +27,7 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
 
     it('creates a queued record and reads it back', async () => {
       const t = newTask({ input: { content: '机械键盘降价了', n: [1, 2] }, userId: null });
-      expect(await store.create(t, Date.now() + 60_000)).toEqual({ outcome: 'created' });
+      expect(await store.create(t, Date.now() + 60_000)).toEqual({ outcome: 'created', downgraded: false });
       const rec = await store.get(t.id);
       expect(rec).toMatchObject({ id: t.id, status: 'queued', type: 'agent', input: t.input, userId: null, attempt: 0, maxAttempts: 3, progress: 0 });
       expect(rec?.createdAt).toBe(t.createdAt);
@@ -37,16 +37,16 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
     it('binds an idempotency key to the first task only, and expires the binding', async () => {
       const key = `idem-${randomUUID()}`;
       const first = newTask();
-      expect(await store.create(first, Date.now() + 60_000, { key, fingerprint: 'fp1', ttlSeconds: 1 })).toEqual({ outcome: 'created' });
+      expect(await store.create(first, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp1', ttlSeconds: 1 } })).toEqual({ outcome: 'created', downgraded: false });
       const second = newTask();
-      expect(await store.create(second, Date.now() + 60_000, { key, fingerprint: 'fp2', ttlSeconds: 1 })).toEqual({
+      expect(await store.create(second, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp2', ttlSeconds: 1 } })).toEqual({
         outcome: 'replay',
         taskId: first.id,
         fingerprint: 'fp1',
       });
       expect(await store.get(second.id)).toBeNull();
       await sleep(1100);
-      expect(await store.create(second, Date.now() + 60_000, { key, fingerprint: 'fp2', ttlSeconds: 1 })).toEqual({ outcome: 'created' });
+      expect(await store.create(second, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp2', ttlSeconds: 1 } })).toEqual({ outcome: 'created', downgraded: false });
     });
 
     it('answers null and missing for an unknown id', async () => {
@@ -156,13 +156,13 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
     it('releases the idempotency key of a submission that failed to publish, so a retry creates a task', async () => {
       const key = `idem-${randomUUID()}`;
       const t = newTask();
-      await store.create(t, Date.now() + 60_000, { key, fingerprint: 'fp', ttlSeconds: 60 });
+      await store.create(t, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp', ttlSeconds: 60 } });
       expect(await store.failQueued(t.id, err, key)).toBe('ok');
       const retry = newTask();
-      expect(await store.create(retry, Date.now() + 60_000, { key, fingerprint: 'fp', ttlSeconds: 60 })).toEqual({ outcome: 'created' });
+      expect(await store.create(retry, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp', ttlSeconds: 60 } })).toEqual({ outcome: 'created', downgraded: false });
       // A key bound to another task is left alone.
       expect(await store.failQueued(newTask().id, err, key)).toBe('missing');
-      expect((await store.create(newTask(), Date.now() + 60_000, { key, fingerprint: 'fp', ttlSeconds: 60 })).outcome).toBe('replay');
+      expect((await store.create(newTask(), Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp', ttlSeconds: 60 } })).outcome).toBe('replay');
     });
 
     it('outbox: a new task is due after its delay, published entries leave, takers hold them', async () => {
