@@ -6,7 +6,7 @@ import { sleep } from '../backoff.ts';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NewTask } from '../task.ts';
-import type { ListCursor, TaskStore, TaskStoreOptions } from './port.ts';
+import type { Admission, ListCursor, TaskStore, TaskStoreOptions } from './port.ts';
 
 export function newTask(over: Partial<NewTask> = {}): NewTask {
   return { id: randomUUID(), type: 'agent', input: { content: 'hi' }, userId: 'u1', priority: 'normal', maxAttempts: 3, createdAt: Date.now(), ...over };
@@ -477,6 +477,178 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       } finally {
         await short.close();
       }
+    });
+
+    // --- tenants, quotas, rate limits, running caps, lost workers ---
+
+    const tenant = () => `t-${randomUUID().slice(0, 8)}`;
+    const admission = (over: Partial<Admission> = {}): Admission => ({ submitsPerSecond: 0, quotaUnits: 0, quotaWindowSeconds: 86_400, cost: 1, ...over });
+
+    it('keeps tenants apart: listing, cancel and idempotency keys are per tenant', async () => {
+      const [a, b] = [tenant(), tenant()];
+      const ta = newTask({ tenant: a, userId: 'same-user' });
+      const tb = newTask({ tenant: b, userId: 'same-user' });
+      const key = `idem-${randomUUID()}`;
+      expect((await store.create(ta, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp', ttlSeconds: 60 } })).outcome).toBe('created');
+      // The same Idempotency-Key in another tenant is another key.
+      expect((await store.create(tb, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp', ttlSeconds: 60 } })).outcome).toBe('created');
+      expect((await store.get(ta.id))?.tenant).toBe(a);
+      expect((await store.list({ tenant: a, limit: 10 })).tasks.map((t) => t.id)).toEqual([ta.id]);
+      expect((await store.list({ tenant: b, userId: 'same-user', limit: 10 })).tasks.map((t) => t.id)).toEqual([tb.id]);
+      expect((await store.cancel(ta.id, null, b)).outcome).toBe('missing');
+      expect((await store.get(ta.id))?.status).toBe('queued');
+      expect((await store.cancel(ta.id, null, a)).outcome).toBe('cancelled');
+    });
+
+    it('rate-limits submits per tenant per second, writing nothing for a refused one', async () => {
+      const t = tenant();
+      const adm = admission({ submitsPerSecond: 2 });
+      const first = await store.create(newTask({ tenant: t }), Date.now() + 60_000, { admission: adm });
+      expect(first).toMatchObject({ outcome: 'created', rate: { limit: 2, remaining: 1 } });
+      expect((await store.create(newTask({ tenant: t }), Date.now() + 60_000, { admission: adm })).outcome).toBe('created');
+      const refused = newTask({ tenant: t });
+      const third = await store.create(refused, Date.now() + 60_000, { admission: adm });
+      expect(third.outcome).toBe('rate_limited');
+      if (third.outcome === 'rate_limited') expect(third.rate.resetMs).toBeGreaterThan(0);
+      expect(await store.get(refused.id)).toBeNull();
+      // Another tenant has its own budget; a tenant's own limit wins over the default.
+      expect((await store.create(newTask({ tenant: tenant() }), Date.now() + 60_000, { admission: adm })).outcome).toBe('created');
+      const own = tenant();
+      await store.setTenantLimits(own, { submitsPerSecond: 1 });
+      expect((await store.create(newTask({ tenant: own }), Date.now() + 60_000, { admission: adm })).outcome).toBe('created');
+      expect((await store.create(newTask({ tenant: own }), Date.now() + 60_000, { admission: adm })).outcome).toBe('rate_limited');
+      await sleep(1100);
+      expect((await store.create(newTask({ tenant: own }), Date.now() + 60_000, { admission: adm })).outcome).toBe('created');
+    });
+
+    it('spends quota units atomically: 100 concurrent submits never spend past the budget', async () => {
+      const t = tenant();
+      const adm = admission({ quotaUnits: 50, cost: 3 });
+      const results = await Promise.all(Array.from({ length: 100 }, () => store.create(newTask({ tenant: t }), Date.now() + 60_000, { admission: adm })));
+      expect(results.filter((r) => r.outcome === 'created')).toHaveLength(16); // 16 × 3 = 48 of 50
+      const refused = results.find((r) => r.outcome === 'quota_exceeded');
+      expect(refused).toMatchObject({ usage: { tenant: t, units: 50, spent: 48, windowSeconds: 86_400 } });
+      if (refused?.outcome === 'quota_exceeded') {
+        expect(refused.retryAfterMs).toBeGreaterThan(0);
+        expect(refused.retryAfterMs).toBeLessThanOrEqual(86_400_000);
+        expect(refused.usage.resetsAt % 86_400_000).toBe(0); // a day window resets at 00:00 UTC
+      }
+      expect(await store.quotaUsage(t, { quotaUnits: 50, quotaWindowSeconds: 86_400 })).toMatchObject({ spent: 48, units: 50 });
+      expect((await store.list({ tenant: t, limit: 100 })).tasks).toHaveLength(16);
+    });
+
+    it('downgrades when the full cost does not fit, and a task cancelled or failed before it starts gives its units back', async () => {
+      const t = tenant();
+      const adm = admission({ quotaUnits: 7, cost: 5, downgrade: { input: { mode: 'single' }, cost: 1 } });
+      const full = newTask({ tenant: t, input: { mode: 'multi' } });
+      expect(await store.create(full, Date.now() + 60_000, { admission: adm })).toEqual({ outcome: 'created', downgraded: false });
+      const cheap = newTask({ tenant: t, input: { mode: 'multi' } });
+      expect(await store.create(cheap, Date.now() + 60_000, { admission: adm })).toEqual({ outcome: 'created', downgraded: true });
+      expect(await store.get(cheap.id)).toMatchObject({ input: { mode: 'single' }, downgraded: true, cost: 1 });
+      expect(await store.get(full.id)).toMatchObject({ input: { mode: 'multi' }, downgraded: false, cost: 5 });
+      expect((await store.quotaUsage(t, adm)).spent).toBe(6);
+      // Cancelled while queued: 5 back. Failed to publish: 1 back.
+      expect((await store.cancel(full.id, null, t)).outcome).toBe('cancelled');
+      expect((await store.quotaUsage(t, adm)).spent).toBe(1);
+      expect(await store.failQueued(cheap.id, err, undefined, t)).toBe('ok');
+      expect((await store.quotaUsage(t, adm)).spent).toBe(0);
+      // A task that started keeps its units when cancelled.
+      const ran = newTask({ tenant: t });
+      await store.create(ran, Date.now() + 60_000, { admission: admission({ quotaUnits: 7, cost: 2 }) });
+      await store.claim(ran.id, 'w1', 10_000);
+      await store.cancel(ran.id, null, t);
+      expect((await store.quotaUsage(t, adm)).spent).toBe(2);
+      // Over the budget with no downgrade: refused, nothing written.
+      const big = newTask({ tenant: t });
+      expect((await store.create(big, Date.now() + 60_000, { admission: admission({ quotaUnits: 7, cost: 6 }) })).outcome).toBe('quota_exceeded');
+      expect(await store.get(big.id)).toBeNull();
+      // A tenant's own budget wins over the default.
+      await store.setTenantLimits(t, { quotaUnits: 100 });
+      expect((await store.create(newTask({ tenant: t }), Date.now() + 60_000, { admission: admission({ quotaUnits: 7, cost: 6 }) })).outcome).toBe('created');
+    });
+
+    it("caps a tenant's running tasks: a claim over the cap defers the task, others run", async () => {
+      const [busy, other] = [tenant(), tenant()];
+      const tasks = [newTask({ tenant: busy }), newTask({ tenant: busy }), newTask({ tenant: other })];
+      for (const t of tasks) await store.create(t, Date.now() + 60_000);
+      const [a1, a2, b1] = tasks.map((t) => t.id) as [string, string, string];
+      const opts = { maxRunning: 1, throttleMs: 200 };
+      expect((await store.claim(a1, 'w1', 10_000, opts)).outcome).toBe('claimed');
+      const deferred = await store.claim(a2, 'w2', 10_000, opts);
+      expect(deferred.outcome).toBe('throttled');
+      if (deferred.outcome === 'throttled') {
+        expect(deferred.task).toMatchObject({ status: 'queued', attempt: 0 });
+        expect(deferred.task.retryAt).toBeGreaterThan(Date.now());
+      }
+      expect((await store.claim(b1, 'w2', 10_000, opts)).outcome).toBe('claimed');
+      // Not due yet, then due (the outbox has it at retry_at); still over the cap until a1 ends.
+      expect((await store.claim(a2, 'w2', 10_000, opts)).outcome).toBe('busy');
+      await sleep(250);
+      expect(await store.outboxDue(100, 10_000)).toContain(a2);
+      expect((await store.claim(a2, 'w2', 10_000, opts)).outcome).toBe('throttled');
+      await store.complete(a1, 'w1', 'ok');
+      await sleep(450); // the second deferral is twice as long
+      expect((await store.claim(a2, 'w2', 10_000, opts)).outcome).toBe('claimed');
+      // The tenant's own cap wins: 2 lets a third one run next to a2.
+      await store.setTenantLimits(busy, { maxRunning: 2 });
+      const a3 = newTask({ tenant: busy });
+      await store.create(a3, Date.now() + 60_000);
+      expect((await store.claim(a3.id, 'w3', 10_000, opts)).outcome).toBe('claimed');
+    });
+
+    it('counts a claim after a lost lease as an attempt: with none left the task fails with worker_lost', async () => {
+      const t = newTask({ maxAttempts: 2 });
+      await store.create(t, Date.now() + 60_000);
+      expect((await store.claim(t.id, 'w1', 100)).outcome).toBe('claimed');
+      await sleep(150);
+      const second = await store.claim(t.id, 'w2', 100);
+      expect(second).toMatchObject({ outcome: 'claimed', task: { attempt: 2 } });
+      await sleep(150);
+      const third = await store.claim(t.id, 'w3', 100);
+      expect(third.outcome).toBe('exhausted');
+      expect(await store.get(t.id)).toMatchObject({ status: 'failed', attempt: 2, error: { code: 'worker_lost', retriable: false } });
+      expect((await store.claim(t.id, 'w4', 100)).outcome).toBe('terminal');
+      const history = await store.events(t.id, null, 100);
+      expect(history.filter((e) => e.type === 'status' && e.data.status === 'running').map((e) => e.data.after_lost_lease ?? false)).toEqual([false, true]);
+      expect(history.at(-1)).toMatchObject({ type: 'failed', data: { error: { code: 'worker_lost' } } });
+    });
+
+    it('notes when the request message is out (a replay waits for it)', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      expect((await store.get(t.id))?.requestPublished).toBe(false);
+      await store.disarmOutbox(t.id, 0);
+      expect((await store.get(t.id))?.requestPublished).toBe(true);
+    });
+
+    it('stores API keys by hash, lists and revokes them; tenant limits set and clear', async () => {
+      const t = tenant();
+      const hash = randomUUID().replace(/-/g, '').padEnd(64, '0');
+      const key = { id: `key_${randomUUID().slice(0, 12).replace(/-/g, '0')}`, tenant: t, scopes: ['tasks:read' as const], name: 'ci', createdAt: Date.now() };
+      await store.createKey(key, hash);
+      expect(await store.findKey(hash)).toEqual(key);
+      expect(await store.listKeys(t)).toEqual([key]);
+      expect(await store.listKeys(tenant())).toEqual([]);
+      expect(await store.revokeKey(key.id)).toBe(true);
+      expect(await store.revokeKey(key.id)).toBe(false);
+      expect(await store.findKey(hash)).toBeNull();
+      expect(await store.setTenantLimits(t, { quotaUnits: 10, maxRunning: 2 })).toEqual({ quotaUnits: 10, maxRunning: 2 });
+      expect(await store.setTenantLimits(t, { quotaUnits: null, readsPerSecond: 5 })).toEqual({ maxRunning: 2, readsPerSecond: 5 });
+      expect(await store.tenantLimits(t)).toEqual({ maxRunning: 2, readsPerSecond: 5 });
+      expect(await store.tenantLimits(tenant())).toEqual({});
+    });
+
+    it('counts reads against a per-second limit', async () => {
+      const t = tenant();
+      expect(await store.hit(t, 'reads', 0)).toBeNull();
+      expect(await store.hit(t, 'reads', 2)).toMatchObject({ allowed: true, limit: 2, remaining: 1 });
+      expect(await store.hit(t, 'reads', 2)).toMatchObject({ allowed: true, remaining: 0 });
+      const refused = await store.hit(t, 'reads', 2);
+      expect(refused).toMatchObject({ allowed: false, remaining: 0 });
+      expect(refused?.resetMs).toBeGreaterThan(0);
+      expect(refused?.resetMs).toBeLessThanOrEqual(1000);
+      // Submits count apart from reads.
+      expect(await store.hit(t, 'submits', 2)).toMatchObject({ allowed: true, remaining: 1 });
     });
 
     it('pings', async () => {

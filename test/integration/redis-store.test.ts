@@ -27,7 +27,7 @@ describe('Redis store with an ACL user from REDIS_URL', () => {
       const store = new RedisTaskStore({ url: `redis://${user}:${encodeURIComponent('s3cret pass')}@${host}:${port}/0`, keyPrefix: `{acl${user}}:` });
       expect(await store.connect(10_000)).toBe(true);
       const t = newTask();
-      expect(await store.create(t, Date.now() + 60_000)).toEqual({ outcome: 'created' });
+      expect(await store.create(t, Date.now() + 60_000)).toEqual({ outcome: 'created', downgraded: false });
       expect((await store.get(t.id))?.status).toBe('queued');
       expect(await admin.sendCommand(['ACL', 'WHOAMI'])).toBe('default');
       await store.close();
