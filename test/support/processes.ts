@@ -25,7 +25,8 @@ export function startEntry(name: string, entry: 'run-api.ts' | 'run-worker.ts', 
   // `node --import tsx` is what `npm run api|worker` does through tsx, minus the npm wrapper.
   const proc = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, entry)], {
     cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_FORMAT: 'json', ...env },
+    // AUTH=off unless a test asks for keys: the tests of tenants and keys do (tenants.test.ts).
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_FORMAT: 'json', AUTH: 'off', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
