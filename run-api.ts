@@ -64,7 +64,9 @@ if (config.auth === 'off') {
   // Keys live in this process with the embedded store, so the CLI cannot reach them: start with one admin key.
   const { secret, hash, key } = newApiKey(DEFAULT_TENANT, ['tasks:write', 'tasks:read', 'admin'], 'bootstrap');
   await store.createKey(key, hash);
-  process.stderr.write(`\n  AUTH=keys with the in-process store: a key for tenant "default" with every scope (shown once; make others with POST /admin/keys):\n  ${secret}\n`);
+  process.stderr.write(
+    `\n  AUTH=keys with the in-process store: a key for tenant "default" with every scope (shown once; make others with POST /admin/keys):\n  ${secret}\n`,
+  );
 }
 
 const server = serve({ fetch: app.fetch, hostname: config.api.host, port: config.api.port }, (info) => {

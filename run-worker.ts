@@ -24,7 +24,13 @@ const broker = await createBroker(config, logger);
 const store = await createStore(config, logger);
 await ensureTopics(broker, config, logger);
 const worker = new Worker({ broker, store, registry: defaultRegistry(), logger, options: workerOptions(config) });
-reportStatsOnSignal(store, broker, () => ({ tasks_done: worker.stats.done, handler_runs: worker.stats.handlerRuns, duplicates: worker.stats.duplicates, throttled: worker.stats.throttled, worker_lost: worker.stats.workerLost }));
+reportStatsOnSignal(store, broker, () => ({
+  tasks_done: worker.stats.done,
+  handler_runs: worker.stats.handlerRuns,
+  duplicates: worker.stats.duplicates,
+  throttled: worker.stats.throttled,
+  worker_lost: worker.stats.workerLost,
+}));
 const relay = startRelay({ store, broker, topic: config.topics.request, logger });
 onShutdown(logger, () =>
   closeAll(logger, [

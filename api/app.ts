@@ -4,19 +4,11 @@
  */
 import { Hono, type Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { newApiKey } from '../common/api-keys.ts';
 import { sleep } from '../common/backoff.ts';
 import type { Broker } from '../common/broker/port.ts';
-import {
-  MethodNotAllowedError,
-  NotFoundError,
-  TaskFinishedError,
-  TooManyRequestsError,
-  ValidationError,
-  errorMessage,
-  withTimeout,
-} from '../common/errors.ts';
+import { MethodNotAllowedError, NotFoundError, TaskFinishedError, TooManyRequestsError, ValidationError, errorMessage, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { publishResult } from '../common/results.ts';
 import type { TaskRegistry } from '../common/registry.ts';
@@ -131,7 +123,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
         const headers = rateLimitHeaders('reads', r);
         if (!r.allowed) {
           const after = Math.max(1, Math.ceil(r.resetMs / 1000));
-          throw new TooManyRequestsError('rate_limited', `tenant ${p.tenant} is over its limit of ${r.limit} reads per second; retry after ${after} s`, after, headers);
+          throw new TooManyRequestsError(
+            'rate_limited',
+            `tenant ${p.tenant} is over its limit of ${r.limit} reads per second; retry after ${after} s`,
+            after,
+            headers,
+          );
         }
         for (const [k, v] of Object.entries(headers)) c.header(k, v);
       }
@@ -295,7 +292,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const keyView = (k: ApiKeyRecord) => ({ id: k.id, tenant: k.tenant, scopes: k.scopes, name: k.name, created_at: new Date(k.createdAt).toISOString() });
   const tenantParam = (c: Context<Env>): string => {
     const t = c.req.param('tenant') ?? '';
-    if (!isTenant(t)) throw new ValidationError('tenant: lower-case letters, digits, "_" and "-", at most 63', [{ path: 'tenant', message: 'not a tenant name' }]);
+    if (!isTenant(t))
+      throw new ValidationError('tenant: lower-case letters, digits, "_" and "-", at most 63', [{ path: 'tenant', message: 'not a tenant name' }]);
     return t;
   };
   const jsonBody = async <T>(c: Context<Env>, schema: z.ZodType<T>): Promise<T> => {

@@ -64,14 +64,24 @@ export type GeneralBody = z.infer<typeof generalBody>;
 export const keyBody = z.strictObject({
   tenant: z.string({ error: 'must be a string' }).refine(isTenant, 'lower-case letters, digits, "_" and "-", at most 63'),
   scopes: z.array(z.enum(SCOPES as [string, ...string[]]).transform((s) => s as (typeof SCOPES)[number])).min(1, 'at least one scope'),
-  name: z.string().max(200).regex(/^\P{Cc}*$/u, 'must not contain control characters').optional(),
+  name: z
+    .string()
+    .max(200)
+    .regex(/^\P{Cc}*$/u, 'must not contain control characters')
+    .optional(),
 });
 
 const limit = (max: number) => z.number({ error: 'must be a whole number or null' }).int().min(0).max(max).nullable().optional();
 /** PUT /admin/tenants/:tenant/limits: null goes back to the default. */
 export const limitsBody = z.strictObject({
   quota_units: limit(1_000_000_000),
-  quota_window_seconds: z.number().int().min(1).max(366 * 86_400).nullable().optional(),
+  quota_window_seconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(366 * 86_400)
+    .nullable()
+    .optional(),
   submits_per_s: limit(1_000_000),
   reads_per_s: limit(1_000_000),
   max_running: limit(1_000_000),

@@ -98,7 +98,7 @@ export async function submitTask(deps: SubmitDeps, tenant: string, req: SubmitRe
     const after = Math.max(1, Math.ceil(created.retryAfterMs / 1000));
     throw new TooManyRequestsError(
       'quota_exceeded',
-      `tenant ${tenant} has ${u.units - u.spent} of its ${u.units} quota units left in this ${u.windowSeconds} s window, and a ${req.type} task costs ${admission.cost}; the window resets at ${new Date(u.resetsAt).toISOString()}`,
+      `tenant ${tenant} has ${u.units - u.spent} of its ${u.units} quota units left in this ${u.windowSeconds} s window, and a ${req.type} task costs ${admission.cost}${admission.downgrade ? ` (${admission.downgrade.cost} in its cheaper form)` : ''}; the window resets at ${new Date(u.resetsAt).toISOString()}`,
       after,
     );
   }

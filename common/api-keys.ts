@@ -12,8 +12,14 @@ export const API_KEY_RE = /^atq_[A-Za-z0-9_-]{43}$/;
 export const hashApiKey = (secret: string): string => createHash('sha256').update(secret).digest('hex');
 
 /** A new key: the secret (shown once) and the record to store under its hash. */
-export function newApiKey(tenant: string, scopes: readonly Scope[], name: string | null, now = Date.now()): { secret: string; hash: string; key: ApiKeyRecord } {
-  if (!isTenant(tenant)) throw new TypeError(`tenant: lower-case letters, digits, "_" and "-", at most 63, starting with a letter or digit (got ${JSON.stringify(tenant)})`);
+export function newApiKey(
+  tenant: string,
+  scopes: readonly Scope[],
+  name: string | null,
+  now = Date.now(),
+): { secret: string; hash: string; key: ApiKeyRecord } {
+  if (!isTenant(tenant))
+    throw new TypeError(`tenant: lower-case letters, digits, "_" and "-", at most 63, starting with a letter or digit (got ${JSON.stringify(tenant)})`);
   if (scopes.length === 0) throw new TypeError(`scopes: at least one of ${SCOPES.join(', ')}`);
   const secret = `atq_${randomBytes(32).toString('base64url')}`;
   const key: ApiKeyRecord = { id: `key_${randomBytes(6).toString('hex')}`, tenant, scopes: [...new Set(scopes)], name, createdAt: now };
@@ -26,7 +32,8 @@ export function parseScopes(list: string): Scope[] {
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '');
-  for (const s of scopes) if (!(SCOPES as readonly string[]).includes(s)) throw new TypeError(`scopes: unknown scope ${JSON.stringify(s)}; known: ${SCOPES.join(', ')}`);
+  for (const s of scopes)
+    if (!(SCOPES as readonly string[]).includes(s)) throw new TypeError(`scopes: unknown scope ${JSON.stringify(s)}; known: ${SCOPES.join(', ')}`);
   if (scopes.length === 0) throw new TypeError(`scopes: at least one of ${SCOPES.join(', ')}`);
   return scopes as Scope[];
 }

@@ -188,7 +188,11 @@ export class MemoryTaskStore implements TaskStore {
           downgraded = true;
         } else {
           const resetsAt = start + windowSeconds * 1000;
-          return Promise.resolve({ outcome: 'quota_exceeded', retryAfterMs: resetsAt - now, usage: { tenant, units, windowSeconds, spent, windowStart: start, resetsAt } });
+          return Promise.resolve({
+            outcome: 'quota_exceeded',
+            retryAfterMs: resetsAt - now,
+            usage: { tenant, units, windowSeconds, spent, windowStart: start, resetsAt },
+          });
         }
       }
       if (cost > 0) {
@@ -262,7 +266,7 @@ export class MemoryTaskStore implements TaskStore {
     const cap = this.limits.get(rec.tenant)?.maxRunning ?? opts.maxRunning ?? 0;
     let running = this.running.get(rec.tenant);
     if (cap > 0) {
-      if (!running) this.running.set(rec.tenant, (running = new Map()));
+      if (!running) this.running.set(rec.tenant, (running = new Map<string, number>()));
       for (const [taskId, until] of running) if (until <= now) running.delete(taskId);
       if (!running.has(rec.id) && running.size >= cap) {
         // Deferred through the outbox, longer each time, so a big backlog is not re-offered every second.
@@ -287,7 +291,11 @@ export class MemoryTaskStore implements TaskStore {
     } satisfies Partial<TaskRecord>);
     if (cap > 0) running?.set(rec.id, now + leaseMs);
     this.outbox.set(rec.id, now + leaseMs + this.takeoverDelayMs);
-    this.addEvent(rec.id, 'status', lost ? { status: 'running', attempt: rec.attempt, worker, after_lost_lease: true } : { status: 'running', attempt: rec.attempt, worker });
+    this.addEvent(
+      rec.id,
+      'status',
+      lost ? { status: 'running', attempt: rec.attempt, worker, after_lost_lease: true } : { status: 'running', attempt: rec.attempt, worker },
+    );
     return Promise.resolve({ outcome: 'claimed', task: structuredClone(rec) });
   }
 

@@ -148,7 +148,7 @@ function toKey(h: Record<string, string>): ApiKeyRecord | null {
   return {
     id: h.id,
     tenant: h.tenant,
-    scopes: (h.scopes ?? '').split(',').filter((s): s is Scope => s !== '') ,
+    scopes: (h.scopes ?? '').split(',').filter((s): s is Scope => s !== ''),
     name: h.name || null,
     createdAt: Number(h.created_at ?? 0),
   };

@@ -37,7 +37,10 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
     it('binds an idempotency key to the first task only, and expires the binding', async () => {
       const key = `idem-${randomUUID()}`;
       const first = newTask();
-      expect(await store.create(first, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp1', ttlSeconds: 1 } })).toEqual({ outcome: 'created', downgraded: false });
+      expect(await store.create(first, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp1', ttlSeconds: 1 } })).toEqual({
+        outcome: 'created',
+        downgraded: false,
+      });
       const second = newTask();
       expect(await store.create(second, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp2', ttlSeconds: 1 } })).toEqual({
         outcome: 'replay',
@@ -46,7 +49,10 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       });
       expect(await store.get(second.id)).toBeNull();
       await sleep(1100);
-      expect(await store.create(second, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp2', ttlSeconds: 1 } })).toEqual({ outcome: 'created', downgraded: false });
+      expect(await store.create(second, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp2', ttlSeconds: 1 } })).toEqual({
+        outcome: 'created',
+        downgraded: false,
+      });
     });
 
     it('answers null and missing for an unknown id', async () => {
@@ -159,7 +165,10 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       await store.create(t, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp', ttlSeconds: 60 } });
       expect(await store.failQueued(t.id, err, key)).toBe('ok');
       const retry = newTask();
-      expect(await store.create(retry, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp', ttlSeconds: 60 } })).toEqual({ outcome: 'created', downgraded: false });
+      expect(await store.create(retry, Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp', ttlSeconds: 60 } })).toEqual({
+        outcome: 'created',
+        downgraded: false,
+      });
       // A key bound to another task is left alone.
       expect(await store.failQueued(newTask().id, err, key)).toBe('missing');
       expect((await store.create(newTask(), Date.now() + 60_000, { idempotency: { key, fingerprint: 'fp', ttlSeconds: 60 } })).outcome).toBe('replay');
