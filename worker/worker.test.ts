@@ -99,6 +99,45 @@ describe('Worker', () => {
     expect(runs).toBe(1);
   });
 
+  it('fails a task whose worker died on its last attempt (worker_lost): a failure result, a dead letter, no run', async () => {
+    let runs = 0;
+    const registry = new TaskRegistry().register(
+      defineTaskType({ name: 'agent', input: z.object({ content: z.string() }), handler: () => Promise.resolve(++runs) }),
+    );
+    const h = harness(registry);
+    const task = await h.submit({ maxAttempts: 1 });
+    expect((await h.store.claim(task.id, 'dead-worker', 100)).outcome).toBe('claimed');
+    await new Promise((r) => setTimeout(r, 150));
+    expect(await h.worker.handle(h.delivery(task, 2))).toBe('failed');
+    expect(runs).toBe(0);
+    expect(h.worker.stats.workerLost).toBe(1);
+    await waitFor('the failure result and the dead letter', () => h.results.length === 1 && h.dead.length === 1);
+    expect(h.results[0]).toMatchObject({ task_id: task.id, status: 'failed', attempt: 1, tenant: 'default', error: { code: 'worker_lost' } });
+    expect(h.dead[0]?.headers['dlq-code']).toBe('worker_lost');
+  });
+
+  it("defers a task over its tenant's running cap and acknowledges its message; the relay offers it again", async () => {
+    const release: (() => void)[] = [];
+    const registry = new TaskRegistry().register(
+      defineTaskType({
+        name: 'agent',
+        input: z.object({ content: z.string() }),
+        handler: () => new Promise<string>((resolve) => release.push(() => resolve('ok'))),
+      }),
+    );
+    const h = harness(registry, { maxRunningPerTenant: 1, throttleMs: 50 });
+    await h.worker.start();
+    const [a, b] = [await h.submit({ tenant: 'acme' }), await h.submit({ tenant: 'acme' })];
+    await waitFor('one of them deferred', () => h.worker.stats.throttled >= 1);
+    const recs = await Promise.all([a, b].map((t) => h.store.get(t.id)));
+    expect(recs.map((r) => r?.status).sort()).toEqual(['queued', 'running']);
+    release.shift()?.();
+    await waitFor('the second running', () => release.length === 1);
+    release.shift()?.();
+    await waitFor('both done', async () => (await Promise.all([a, b].map((t) => h.store.get(t.id)))).every((r) => r?.status === 'done'));
+    expect(h.results.map((r) => r.tenant)).toEqual(['acme', 'acme']);
+  });
+
   it('publishes the stored result when the first worker died between done and publish', async () => {
     const h = harness();
     const task = await h.submit();
