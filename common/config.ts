@@ -89,6 +89,7 @@ const envSchema = z.object({
   QUOTA_UNITS: int(0, 0, 1_000_000_000),
   QUOTA_WINDOW_SECONDS: int(86_400, 1, 366 * 86_400),
   MAX_RUNNING_PER_TENANT: int(0, 0, 1_000_000),
+  TENANT_THROTTLE_MS: int(1000, 50, 60_000),
 
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   LOG_FORMAT: z.enum(['pretty', 'json']).default('pretty'),
@@ -147,6 +148,8 @@ export interface Config {
   auth: 'keys' | 'off';
   /** Per-tenant defaults; a tenant's own limits (npm run keys -- tenant) win. 0 = none. */
   limits: { submitsPerSecond: number; readsPerSecond: number; quotaUnits: number; quotaWindowSeconds: number; maxRunning: number };
+  /** First delay before a task over its tenant's running cap is offered again (doubling, to 16×). */
+  throttleMs: number;
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'pretty' | 'json' };
 }
 
@@ -229,6 +232,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       quotaWindowSeconds: e.QUOTA_WINDOW_SECONDS,
       maxRunning: e.MAX_RUNNING_PER_TENANT,
     },
+    throttleMs: e.TENANT_THROTTLE_MS,
     log: { level: e.LOG_LEVEL, format: e.LOG_FORMAT },
   };
 }

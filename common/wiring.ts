@@ -59,6 +59,7 @@ export function workerOptions(config: Config) {
   return {
     ...config.worker,
     maxRunningPerTenant: config.limits.maxRunning,
+    throttleMs: config.throttleMs,
     requestTopic: config.topics.request,
     resultTopic: config.topics.result,
     group: config.group,

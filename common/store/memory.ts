@@ -272,7 +272,7 @@ export class MemoryTaskStore implements TaskStore {
         // Deferred through the outbox, longer each time, so a big backlog is not re-offered every second.
         const n = this.throttles.get(rec.id) ?? 0;
         this.throttles.set(rec.id, n + 1);
-        const at = now + (opts.throttleMs ?? 1000) * 2 ** Math.min(n, 5);
+        const at = now + (opts.throttleMs ?? 1000) * 2 ** Math.min(n, 4);
         Object.assign(rec, { status: 'queued', worker: null, leaseUntil: null, retryAt: at, updatedAt: now } satisfies Partial<TaskRecord>);
         this.outbox.set(rec.id, at);
         if (lost) this.addEvent(rec.id, 'status', { status: 'queued', attempt: rec.attempt, reason: 'worker_lost' });
@@ -405,7 +405,9 @@ export class MemoryTaskStore implements TaskStore {
     const key = id.toLowerCase();
     const rec = this.live(key);
     if (rec) rec.requestPublished = true;
-    if (!rec || isTerminal(rec.status) || (rec.status === 'queued' && rec.attempt === attempt)) this.outbox.delete(key);
+    // A queued task with a retry_at still ahead was deferred since (its tenant at its cap): its entry stays.
+    const deferred = (rec?.retryAt ?? 0) > this.now();
+    if (!rec || isTerminal(rec.status) || (rec.status === 'queued' && rec.attempt === attempt && !deferred)) this.outbox.delete(key);
     return Promise.resolve();
   }
 

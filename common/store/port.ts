@@ -127,7 +127,7 @@ export interface QuotaUsage {
 export interface ClaimOptions {
   /** Default cap on running tasks per tenant (its own limit wins); 0 = none. Default 0. */
   maxRunning?: number;
-  /** Base delay before a task over the cap is offered again; doubles per deferral, to 32×. Default 1000 ms. */
+  /** Base delay before a task over the cap is offered again; doubles per deferral, to 16×. Default 1000 ms. */
   throttleMs?: number;
 }
 
@@ -249,9 +249,9 @@ export interface TaskStore {
 
   /**
    * Disarms the outbox entry of a task whose request message is out — only if the task is
-   * still the `queued` task at `attempt` that was published (or is finished). A worker may
-   * have claimed it and armed the entry again since (a lease watchdog, a retry): that entry
-   * must stay, or a retry scheduled in between would never be published. Calls made
+   * still the `queued` task at `attempt` that was published (or is finished), and not deferred
+   * to a later retry_at. A worker may have claimed it and armed the entry again since (a lease
+   * watchdog, a retry, a deferral by its tenant's cap): that entry must stay, or a retry scheduled in between would never be published. Calls made
    * together may share one round trip.
    */
   disarmOutbox(id: string, attempt: number): Promise<void>;

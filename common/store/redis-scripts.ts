@@ -206,7 +206,7 @@ if cap > 0 then
   if not redis.call('ZSCORE', running, ARGV[3]) and redis.call('ZCARD', running) >= cap then
     -- Deferred through the outbox, longer each time, so a big backlog is not re-offered every second.
     local n = tonumber(f[7]) or 0
-    local at = now + tonumber(ARGV[8]) * 2 ^ math.min(n, 5)
+    local at = now + tonumber(ARGV[8]) * 2 ^ math.min(n, 4)
     redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '', 'lease_until', '', 'retry_at', at, 'throttles', n + 1, 'updated_at', now)
     redis.call('ZADD', KEYS[2], at, ARGV[3])
     if lost then
@@ -339,12 +339,16 @@ return 'ok'`,
    * KEYS[1] outbox, KEYS[1 + i] task hash; ARGV[2i - 1] id, ARGV[2i] attempt that was published.
    */
   disarmOutbox: `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 2, #KEYS do
   local id, attempt = ARGV[2 * i - 3], tonumber(ARGV[2 * i - 2])
-  local f = redis.call('HMGET', KEYS[i], 'status', 'attempt')
+  local f = redis.call('HMGET', KEYS[i], 'status', 'attempt', 'retry_at')
   local s = f[1]
   if s then redis.call('HSET', KEYS[i], 'request_published', 1) end
-  if not s or s == 'done' or s == 'failed' or s == 'cancelled' or (s == 'queued' and tonumber(f[2]) == attempt) then
+  -- A queued task with a retry_at still ahead was deferred since (its tenant at its cap): its entry stays.
+  local deferred = tonumber(f[3]) and tonumber(f[3]) > now
+  if not s or s == 'done' or s == 'failed' or s == 'cancelled' or (s == 'queued' and tonumber(f[2]) == attempt and not deferred) then
     redis.call('ZREM', KEYS[1], id)
   end
 end
