@@ -2,14 +2,19 @@
  * 5,000 random malformed requests against a running API process: every answer is a 4xx,
  * the process stays up, and no Redis key is created for any of them. Among them: bytes that
  * are not UTF-8, other charsets, lone surrogates, unknown input keys, and uploads the client
- * abandons halfway (no answer to read; they must not be logged as failures).
+ * abandons halfway (no answer to read; they must not be logged as failures). The API runs
+ * with AUTH=keys: requests carry a valid key unless they try a bad Authorization header (no
+ * key, garbage, a huge one, a revoked one, another tenant's on this tenant's task) or the
+ * admin and quota routes with bad input.
  */
 import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { killAll, startApi, type Child } from '../support/processes.ts';
-import { isolatedRun, services } from '../support/services.ts';
+import { newApiKey } from '../../common/api-keys.ts';
+import type { Scope } from '../../common/store/port.ts';
+import { isolatedRun, redisStore, services } from '../support/services.ts';
 
 const REQUESTS = 5000;
 const BODY_LIMIT = 64 * 1024;
@@ -63,7 +68,18 @@ function abandonUpload(url: string, r: FuzzRequest, rand: () => number): Promise
   });
 }
 
-function generator(rand: () => number) {
+interface FuzzKeys {
+  /** tasks:write and tasks:read of tenant fuzz. */
+  valid: string;
+  /** admin of tenant ops. */
+  admin: string;
+  revoked: string;
+  /** Another tenant's key, and a task of tenant fuzz it must not see. */
+  other: string;
+  fuzzTask: string;
+}
+
+function generator(rand: () => number, keys: FuzzKeys) {
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
   const int = (n: number) => Math.floor(rand() * n);
   // Any code point but the surrogates (a lone surrogate cannot be put in a URL at all).
@@ -78,6 +94,70 @@ function generator(rand: () => number) {
   const bytes = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
   // A lone high or low surrogate: JSON.stringify writes it as a `\\udXXX` escape.
   const lone = () => String.fromCharCode(pick([0xd800, 0xdbff, 0xdc00, 0xdfff, 0xd800 + int(0x800)]));
+
+  const bearer = (k: string) => ({ authorization: `Bearer ${k}` });
+  const authKinds: (() => FuzzRequest)[] = [
+    () => ({
+      kind: 'bad Authorization',
+      method: 'POST',
+      path: pick(['/tasks', `/tasks/${randomUUID()}`, '/quota', '/admin/keys']),
+      headers: {
+        ...json,
+        ...pick<Record<string, string>>([
+          {},
+          { authorization: '' },
+          { authorization: 'Bearer' },
+          // Any byte fetch lets a header carry: visible ASCII and Latin-1 (not DEL or controls).
+          {
+            authorization: `Bearer ${Array.from({ length: 1 + int(40) }, () => String.fromCharCode(pick([0x21 + int(0x7f - 0x21), 0xa0 + int(0x60)]))).join('')}`,
+          },
+          { authorization: `Bearer atq_${'A'.repeat(int(80))}` },
+          { authorization: `Bearer ${'x'.repeat(200 + int(6000))}` },
+          { authorization: `Basic ${Buffer.from('user:pass').toString('base64')}` },
+          { authorization: `bearer  ${keys.valid}` },
+          bearer(keys.revoked),
+        ]),
+      },
+      body: JSON.stringify(valid()),
+    }),
+    () => ({
+      kind: "another tenant's key",
+      method: pick(['GET', 'DELETE']),
+      path: pick([`/tasks/${keys.fuzzTask}`, `/tasks/${keys.fuzzTask}/events`, `/tasks/${keys.fuzzTask}?wait=1`, `/tasks/${keys.fuzzTask}?history=true`]),
+      headers: bearer(keys.other),
+    }),
+    () =>
+      rand() < 0.5
+        ? { kind: 'admin route without admin', method: 'GET', path: '/admin/keys', headers: bearer(keys.valid) }
+        : { kind: 'admin route without admin', method: 'POST', path: '/admin/keys', headers: { ...json, ...bearer(keys.valid) }, body: '{}' },
+    () => ({
+      kind: 'bad admin body',
+      method: 'POST',
+      path: '/admin/keys',
+      headers: { ...json, ...bearer(keys.admin) },
+      body: pick([
+        '',
+        junk(20),
+        JSON.stringify({ tenant: pick(['', 'UPPER', 'a'.repeat(80), junk(5), 42]), scopes: ['tasks:read'] }),
+        JSON.stringify({ tenant: 'acme', scopes: pick([[], ['root'], 'tasks:read', [42], null]) }),
+        JSON.stringify({ tenant: 'acme', scopes: ['tasks:read'], extra: 1 }),
+      ]),
+    }),
+    () => ({
+      kind: 'bad tenant limits',
+      method: 'PUT',
+      path: `/admin/tenants/${pick(['acme', 'UPPER', encodeURIComponent(junk(5)), 'a'.repeat(80)])}/limits`,
+      headers: { ...json, ...bearer(keys.admin) },
+      body: JSON.stringify(pick([{ quota_units: -1 }, { max_running: 1.5 }, { submits_per_s: 'fast' }, { quota_window_seconds: 0 }, { nope: 1 }, [1]])),
+    }),
+    () => ({
+      kind: 'revoke unknown key',
+      method: 'DELETE',
+      path: `/admin/keys/${pick(['key_000000000000', 'nope', encodeURIComponent(junk(8))])}`,
+      headers: bearer(keys.admin),
+    }),
+    () => ({ kind: 'wrong method: quota', method: pick(['POST', 'PUT', 'DELETE', 'PATCH']), path: '/quota', headers: bearer(keys.valid) }),
+  ];
 
   const kinds: (() => FuzzRequest)[] = [
     () => {
@@ -235,17 +315,49 @@ function generator(rand: () => number) {
     }),
     () => ({ kind: 'aborted upload', method: 'POST', path: '/tasks', headers: json, body: JSON.stringify(valid()), abort: true }),
   ];
-  return () => pick(kinds)();
+  // Most requests carry the valid key, so they reach the checks behind it.
+  return () => {
+    if (rand() < 0.2) return pick(authKinds)();
+    const r = pick(kinds)();
+    return { ...r, headers: { ...r.headers, ...bearer(keys.valid) } };
+  };
 }
 
 describe('fuzzing the API with malformed requests', () => {
-  const { prefix, env } = isolatedRun('fuzz', 'kafka', { API_BODY_LIMIT: String(BODY_LIMIT), LOG_LEVEL: 'warn' });
+  const { prefix, env } = isolatedRun('fuzz', 'kafka', { API_BODY_LIMIT: String(BODY_LIMIT), LOG_LEVEL: 'warn', AUTH: 'keys' });
   let api: { child: Child; url: string };
   const redis = createClient({ socket: { host: services().REDIS_HOST, port: Number(services().REDIS_PORT) } });
+  let keys: FuzzKeys;
+  /** Keys of the test's own setup (API keys, the one task of tenant fuzz), not written by the fuzzing. */
+  let before: Set<string>;
 
   beforeAll(async () => {
+    const store = await redisStore({ keyPrefix: prefix });
+    const make = async (tenant: string, scopes: Scope[]) => {
+      const { secret, hash, key } = newApiKey(tenant, scopes, 'fuzz');
+      await store.createKey(key, hash);
+      return { secret, id: key.id };
+    };
+    const valid = await make('fuzz', ['tasks:write', 'tasks:read']);
+    const revoked = await make('fuzz', ['tasks:write', 'tasks:read']);
+    await store.revokeKey(revoked.id);
+    const fuzzTask = randomUUID();
+    await store.create(
+      { id: fuzzTask, tenant: 'fuzz', type: 'agent', input: { content: 'x' }, userId: null, priority: 'normal', maxAttempts: 1, createdAt: Date.now() },
+      Date.now() + 3_600_000,
+    );
+    keys = {
+      valid: valid.secret,
+      admin: (await make('ops', ['admin'])).secret,
+      revoked: revoked.secret,
+      other: (await make('rival', ['tasks:write', 'tasks:read'])).secret,
+      fuzzTask,
+    };
+    await store.close();
     api = await startApi(env);
     await redis.connect();
+    before = new Set<string>();
+    for await (const batch of redis.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) for (const k of batch) before.add(k);
   });
   afterAll(async () => {
     await redis.close();
@@ -255,7 +367,7 @@ describe('fuzzing the API with malformed requests', () => {
   it(`answers ${REQUESTS} malformed requests with 4xx only, stays up, and writes nothing`, async () => {
     const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
     const rand = prng(seed);
-    const next = generator(rand);
+    const next = generator(rand, keys);
     const byKind = new Map<string, Map<number, number>>();
     const bad: string[] = [];
     let sent = 0;
@@ -300,14 +412,16 @@ describe('fuzzing the API with malformed requests', () => {
         .filter((rec) => rec.level === 'error')
         .map((rec) => `${String(rec.msg)} ${String(rec.err)}`),
     ).toEqual([]);
-    // Not one key under this API's prefix: no record, no outbox entry.
-    const keys: string[] = [];
-    for await (const batch of redis.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) keys.push(...batch);
-    expect(keys).toEqual([]);
+    // Not one new key under this API's prefix: no record, no outbox entry, no key; the one
+    // task of the setup is still queued (no other tenant cancelled it).
+    const written: string[] = [];
+    for await (const batch of redis.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) written.push(...batch.filter((k) => !before.has(k)));
+    expect(written).toEqual([]);
+    expect(await redis.hGet(`${prefix}task:${keys.fuzzTask}`, 'status')).toBe('queued');
     // And a valid request still works afterwards.
     const ok = await fetch(`${api.url}/tasks`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${keys.valid}` },
       body: JSON.stringify({ user_id: 'u', content: 'after the storm' }),
     });
     expect(ok.status).toBe(202);
