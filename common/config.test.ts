@@ -46,4 +46,18 @@ describe('loadConfig', () => {
       expect(() => loadConfig(env)).toThrow(name);
     });
   }
+
+  it('defaults AUTH to off on the embedded default and to keys on a real broker; limits default to none', () => {
+    expect(loadConfig({}).auth).toBe('off');
+    expect(loadConfig({ BROKER: 'kafka' }).auth).toBe('keys');
+    expect(loadConfig({ BROKER: 'rocketmq', AUTH: 'off' }).auth).toBe('off');
+    expect(loadConfig({}).limits).toEqual({ submitsPerSecond: 0, readsPerSecond: 0, quotaUnits: 0, quotaWindowSeconds: 86_400, maxRunning: 0 });
+    expect(loadConfig({ QUOTA_UNITS: '100', RATE_LIMIT_SUBMITS_PER_S: '5', MAX_RUNNING_PER_TENANT: '2' }).limits).toMatchObject({
+      quotaUnits: 100,
+      submitsPerSecond: 5,
+      maxRunning: 2,
+    });
+    expect(() => loadConfig({ AUTH: 'yes' })).toThrow(/AUTH/);
+    expect(() => loadConfig({ QUOTA_WINDOW_SECONDS: '0' })).toThrow(/QUOTA_WINDOW_SECONDS/);
+  });
 });
