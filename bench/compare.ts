@@ -5,6 +5,7 @@
  *
  *   npm run bench -- compare [--systems bullmq,memory,kafka,rocketmq] [--tasks 5000] [--concurrency 32]
  *                            [--rate N] [--open-seconds 10] [--workers 2] [--worker-concurrency 16] [--warmup 300]
+ *                            [--auth keys|off]
  *
  * Per system: warm-up; a closed loop (--tasks with --concurrency requests in flight) for submit
  * rate, submit latency and end-to-end rate, with the cost of that window (Redis commands from
@@ -23,7 +24,9 @@ import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import { createClient } from 'redis';
+import { newApiKey } from '../common/api-keys.ts';
 import { allRequestTopics, groupFor } from '../common/messages.ts';
+import { RedisTaskStore } from '../common/store/redis.ts';
 import { PRIORITIES } from '../common/task.ts';
 import { CACHE_DIR, REPO_ROOT, ensureDir, type ServiceHandle, type ServiceName } from '../infra/lib.ts';
 import { createTopics } from '../infra/rocketmq.ts';
@@ -48,6 +51,8 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '300' },
     /** Start Kafka and RocketMQ only for their own system (and ceiling) instead of once for the whole run. */
     'isolate-brokers': { type: 'boolean', default: false },
+    /** API keys on our systems (the production default on a real broker), or off. BullMQ's front has none. */
+    auth: { type: 'string', default: 'keys' },
   },
 });
 
@@ -74,6 +79,8 @@ const WORKERS = Math.round(positive('workers', values.workers));
 const WORKER_CONC = Math.round(positive('worker-concurrency', values['worker-concurrency']));
 const WARMUP = Math.round(positive('warmup', values.warmup, true));
 const ISOLATE = values['isolate-brokers'] ?? false;
+const AUTH = values.auth ?? 'keys';
+if (AUTH !== 'keys' && AUTH !== 'off') throw new Error(`--auth: keys or off (got ${AUTH})`);
 
 const log = (msg: string) => process.stderr.write(`[compare ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -249,6 +256,8 @@ async function warmLoadGenerator(): Promise<void> {
 
 interface RunningSystem {
   url: string;
+  /** The API key the load generator sends (AUTH=keys), if any. */
+  apiKey?: string;
   /** Service processes the system uses (Redis; the broker's JVMs), for their CPU. */
   redisPids: number[];
   brokerPids: number[];
@@ -296,6 +305,19 @@ async function waitKafkaGroups(brokers: string, groups: string[], members: numbe
   }
 }
 
+/** A key for the load generator, stored as `npm run keys -- create` would. */
+async function createBenchKey(s: Record<string, string>, keyPrefix: string): Promise<string> {
+  const store = new RedisTaskStore({ host: s.REDIS_HOST ?? '', port: Number(s.REDIS_PORT), keyPrefix });
+  try {
+    if (!(await store.connect(10_000))) throw new Error('bench: could not reach Redis to create an API key');
+    const { secret, hash, key } = newApiKey('bench', ['tasks:write', 'tasks:read'], 'bench');
+    await store.createKey(key, hash);
+    return secret;
+  } finally {
+    await store.close();
+  }
+}
+
 async function startSystem(name: SystemName, svc: Services): Promise<RunningSystem> {
   const run = randomUUID().slice(0, 8);
   const s = svc.env;
@@ -337,6 +359,7 @@ async function startSystem(name: SystemName, svc: Services): Promise<RunningSyst
       const api = track(
         startChild('embedded', 'run-api.ts', {
           BROKER: 'memory',
+          AUTH,
           LOG_LEVEL: 'warn',
           API_HOST: '127.0.0.1',
           API_PORT: '0',
@@ -344,6 +367,8 @@ async function startSystem(name: SystemName, svc: Services): Promise<RunningSyst
         }),
       );
       sys.api.push(api);
+      // With keys on, the embedded process prints its bootstrap key (its store is in process).
+      if (AUTH === 'keys') sys.apiKey = (await api.waitForLine(/^\s*(atq_[A-Za-z0-9_-]{43})\s*$/))[1] ?? '';
       sys.url = (await api.waitForLine(/is up at (http:\/\/\S+)/))[1] ?? '';
       return sys;
     }
@@ -351,6 +376,7 @@ async function startSystem(name: SystemName, svc: Services): Promise<RunningSyst
       ...s,
       BROKER: name,
       STORE: 'redis',
+      AUTH,
       LOG_LEVEL: 'warn',
       REDIS_KEY_PREFIX: `bench${run}:`,
       MQ_TOPIC_REQUEST: `bench-${run}-req`,
@@ -364,6 +390,7 @@ async function startSystem(name: SystemName, svc: Services): Promise<RunningSyst
       log(`rocketmq: creating topics ${topics.join(', ')} and groups ${groups.join(', ')}`);
       await createTopics(s.ROCKETMQ_NAMESRV ?? '', topics, groups, { dir: join(svc.runDir, 'rocketmq-admin') });
     }
+    if (AUTH === 'keys') sys.apiKey = await createBenchKey(s, env.REDIS_KEY_PREFIX ?? '');
     const api = track(startChild('api', 'run-api.ts', { API_HOST: '127.0.0.1', API_PORT: '0', ...env }));
     sys.api.push(api);
     for (let i = 0; i < WORKERS; i++) sys.workers.push(track(startChild(`worker-${i}`, 'run-worker.ts', env)));
@@ -593,7 +620,7 @@ async function runSystem(
   try {
     log(`${name}: starting`);
     sys = await startSystem(name, svc);
-    http = new HttpClient(sys.url, 256);
+    http = new HttpClient(sys.url, 256, sys.apiKey ? { authorization: `Bearer ${sys.apiKey}` } : {});
     clients.add(http);
     log(`${name}: up at ${sys.url}; warm-up with ${WARMUP} tasks`);
     if (WARMUP > 0) {
@@ -732,7 +759,7 @@ function renderMarkdown(
   out.push(`- command: \`${meta.command}\``);
   out.push(
     `- settings: ${TASKS} tasks closed loop with ${CONC} requests in flight, ${WARMUP} warm-up tasks; ${WORKERS} worker processes × concurrency ${WORKER_CONC} ` +
-      `(memory: one process, worker concurrency ${WORKERS * WORKER_CONC}); demo \`agent\` task, no simulated delay; all on one machine with the load generator`,
+      `(memory: one process, worker concurrency ${WORKERS * WORKER_CONC}); demo \`agent\` task, no simulated delay; all on one machine with the load generator; ours with AUTH=${AUTH}${AUTH === 'keys' ? ' (every request carries an API key; BullMQ\'s front checks none)' : ''}`,
   );
   out.push('');
   out.push(`## Closed loop: ${TASKS} tasks, ${CONC} in flight`, '');
@@ -990,6 +1017,7 @@ try {
           open_seconds: OPEN_SECONDS,
           workers: WORKERS,
           worker_concurrency: WORKER_CONC,
+          auth: AUTH,
           warmup: WARMUP,
         },
         services: serviceStarts,

@@ -14,7 +14,12 @@ export class HttpClient {
   private readonly host: string;
   private readonly port: number;
 
-  constructor(baseUrl: string, maxSockets = 256) {
+  /** `headers` go with every request (an Authorization header, say). */
+  constructor(
+    baseUrl: string,
+    maxSockets = 256,
+    private readonly headers: Record<string, string> = {},
+  ) {
     const u = new URL(baseUrl);
     this.host = u.hostname;
     this.port = Number(u.port || 80);
@@ -36,7 +41,7 @@ export class HttpClient {
 
   private attempt(method: 'GET' | 'POST', path: string, body: string | undefined, timeoutMs: number): Promise<HttpAnswer> {
     return new Promise((resolve, reject) => {
-      const headers: Record<string, string | number> = {};
+      const headers: Record<string, string | number> = { ...this.headers };
       if (body !== undefined) {
         headers['content-type'] = 'application/json';
         headers['content-length'] = Buffer.byteLength(body);
