@@ -15,6 +15,7 @@ async function processor(job: Job, _token?: string, signal?: AbortSignal): Promi
   const pending: Promise<unknown>[] = [];
   const ctx: HandlerContext = {
     taskId: job.id ?? '',
+    tenant: 'default',
     attempt: job.attemptsMade + 1,
     userId: null,
     signal: signal ?? new AbortController().signal,

@@ -759,7 +759,7 @@ function renderMarkdown(
   out.push(`- command: \`${meta.command}\``);
   out.push(
     `- settings: ${TASKS} tasks closed loop with ${CONC} requests in flight, ${WARMUP} warm-up tasks; ${WORKERS} worker processes × concurrency ${WORKER_CONC} ` +
-      `(memory: one process, worker concurrency ${WORKERS * WORKER_CONC}); demo \`agent\` task, no simulated delay; all on one machine with the load generator; ours with AUTH=${AUTH}${AUTH === 'keys' ? ' (every request carries an API key; BullMQ\'s front checks none)' : ''}`,
+      `(memory: one process, worker concurrency ${WORKERS * WORKER_CONC}); demo \`agent\` task, no simulated delay; all on one machine with the load generator; ours with AUTH=${AUTH}${AUTH === 'keys' ? " (every request carries an API key; BullMQ's front checks none)" : ''}`,
   );
   out.push('');
   out.push(`## Closed loop: ${TASKS} tasks, ${CONC} in flight`, '');

@@ -8,6 +8,8 @@ import type { LogLevel } from './logger.ts';
 
 export interface HandlerContext {
   taskId: string;
+  /** The tenant that owns the task (of the API key that created it). */
+  tenant: string;
   /** 1 on the first attempt. */
   attempt: number;
   userId: string | null;

@@ -7,6 +7,7 @@ function ctx(attempt = 1) {
   const chunks: string[] = [];
   const c: HandlerContext = {
     taskId: 't',
+    tenant: 'default',
     attempt,
     userId: null,
     signal: new AbortController().signal,

@@ -48,6 +48,7 @@ export async function runAttempt(
   const recorder = new EventRecorder((events) => store.report(task.id, opts.worker, events), lost, log);
   const ctx: HandlerContext = {
     taskId: task.id,
+    tenant: task.tenant,
     attempt: task.attempt,
     userId: task.userId,
     signal: controller.signal,

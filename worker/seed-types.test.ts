@@ -21,6 +21,7 @@ function ctx(attempt = 1, signal = new AbortController().signal) {
   const chunks: string[] = [];
   const c: HandlerContext = {
     taskId: 't',
+    tenant: 'default',
     attempt,
     userId: null,
     signal,

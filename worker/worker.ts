@@ -34,7 +34,7 @@ export interface WorkerOptions {
   taskTimeoutMs: number;
   /** Default cap on a tenant's tasks running at once, across all workers (a tenant's own wins); 0 = none. */
   maxRunningPerTenant?: number;
-  /** First delay before a task over its tenant's cap is offered again (it doubles, to 32×). Default 1000 ms. */
+  /** First delay before a task over its tenant's cap is offered again (it doubles, to 16×). Default 1000 ms. */
   throttleMs?: number;
 }
 

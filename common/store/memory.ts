@@ -43,6 +43,8 @@ export class MemoryTaskStore implements TaskStore {
   /** By tenant and client key. */
   private readonly idempotency = new Map<string, { taskId: string; fingerprint: string; expiresAt: number }>();
   private readonly apiKeys = new Map<string, { key: ApiKeyRecord; hash: string }>();
+  /** Secret hash → key id. */
+  private readonly keyIds = new Map<string, string>();
   private readonly limits = new Map<string, TenantLimits>();
   private readonly quotas = new Map<string, { start: number; spent: number }>();
   /** Per-second counters by `<kind>:<tenant>`. */
@@ -498,13 +500,14 @@ export class MemoryTaskStore implements TaskStore {
   createKey(key: ApiKeyRecord, secretHash: string): Promise<void> {
     this.assertOpen();
     this.apiKeys.set(key.id, { key: structuredClone(key), hash: secretHash });
+    this.keyIds.set(secretHash, key.id);
     return Promise.resolve();
   }
 
   findKey(secretHash: string): Promise<ApiKeyRecord | null> {
     this.assertOpen();
-    for (const { key, hash } of this.apiKeys.values()) if (hash === secretHash) return Promise.resolve(structuredClone(key));
-    return Promise.resolve(null);
+    const entry = this.apiKeys.get(this.keyIds.get(secretHash) ?? '');
+    return Promise.resolve(entry ? structuredClone(entry.key) : null);
   }
 
   listKeys(tenant?: string): Promise<ApiKeyRecord[]> {
@@ -515,6 +518,8 @@ export class MemoryTaskStore implements TaskStore {
 
   revokeKey(id: string): Promise<boolean> {
     this.assertOpen();
+    const entry = this.apiKeys.get(id);
+    if (entry) this.keyIds.delete(entry.hash);
     return Promise.resolve(this.apiKeys.delete(id));
   }
 
