@@ -5,21 +5,21 @@
 import { Hono, type Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { z } from 'zod';
-import { newApiKey } from '../common/api-keys.ts';
 import { sleep } from '../common/backoff.ts';
 import type { Broker } from '../common/broker/port.ts';
 import { MethodNotAllowedError, NotFoundError, TaskFinishedError, TooManyRequestsError, ValidationError, errorMessage, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { publishResult } from '../common/results.ts';
 import type { TaskRegistry } from '../common/registry.ts';
-import type { ApiKeyRecord, TaskStore } from '../common/store/port.ts';
-import { isEventId, isTaskId, isTenant, isTerminal, type TaskRecord } from '../common/task.ts';
+import type { TaskStore } from '../common/store/port.ts';
+import { isEventId, isTaskId, isTerminal, type TaskRecord } from '../common/task.ts';
 import { toAcceptedView, toEventView, toQuotaView, toTaskView, type AcceptedView, type TaskListView, type TaskView } from '../common/views.ts';
-import { Authenticator, requireScope, type AuthOptions, type Principal } from './auth.ts';
+import { ADMIN_METHODS, mountAdmin } from './admin.ts';
+import { Authenticator, requireScope, type AppEnv, type AuthOptions, type DefaultLimits, type Principal } from './auth.ts';
 import { renderError, validationError } from './errors.ts';
 import { rateLimitHeaders } from './limits.ts';
 import { readSubmission } from './request.ts';
-import { decodeCursor, encodeCursor, getQuery, keyBody, limitsBody, listQuery, postQuery } from './schemas.ts';
+import { decodeCursor, encodeCursor, getQuery, listQuery, postQuery } from './schemas.ts';
 import { submitTask } from './submit.ts';
 import { followEvents, waitForEnd } from './watch.ts';
 
@@ -57,15 +57,8 @@ export interface AppDeps {
   };
 }
 
-export interface DefaultLimits {
-  submitsPerSecond: number;
-  readsPerSecond: number;
-  /** 0 = unlimited. */
-  quotaUnits: number;
-  quotaWindowSeconds: number;
-}
+export type { DefaultLimits } from './auth.ts';
 
-export type AppEnv = { Variables: { principal: Principal } };
 type Env = AppEnv;
 
 /** Parses query parameters with a schema; a mismatch is a 400 naming the parameter. */
@@ -287,81 +280,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     return c.json(toQuotaView(await store.quotaUsage(p.tenant, limits)));
   });
 
-  // --- admin: keys and tenant limits (the CLI does the same straight on Redis) ---
-
-  const keyView = (k: ApiKeyRecord) => ({ id: k.id, tenant: k.tenant, scopes: k.scopes, name: k.name, created_at: new Date(k.createdAt).toISOString() });
-  const tenantParam = (c: Context<Env>): string => {
-    const t = c.req.param('tenant') ?? '';
-    if (!isTenant(t))
-      throw new ValidationError('tenant: lower-case letters, digits, "_" and "-", at most 63', [{ path: 'tenant', message: 'not a tenant name' }]);
-    return t;
-  };
-  const jsonBody = async <T>(c: Context<Env>, schema: z.ZodType<T>): Promise<T> => {
-    let body: unknown;
-    try {
-      body = await c.req.json();
-    } catch {
-      throw new ValidationError('body: must be a JSON object', [{ path: '', message: 'not valid JSON' }]);
-    }
-    const parsed = schema.safeParse(body);
-    if (!parsed.success) throw validationError(parsed.error);
-    return parsed.data;
-  };
-  const tenantView = async (tenant: string) => {
-    const own = await store.tenantLimits(tenant);
-    return {
-      tenant,
-      limits: {
-        quota_units: own.quotaUnits ?? null,
-        quota_window_seconds: own.quotaWindowSeconds ?? null,
-        submits_per_s: own.submitsPerSecond ?? null,
-        reads_per_s: own.readsPerSecond ?? null,
-        max_running: own.maxRunning ?? null,
-      },
-      quota: toQuotaView(await store.quotaUsage(tenant, limits)),
-    };
-  };
-
-  app.post('/admin/keys', async (c) => {
-    await caller(c, 'admin');
-    const b = await jsonBody(c, keyBody);
-    const { secret, hash, key } = newApiKey(b.tenant, b.scopes, b.name ?? null);
-    await store.createKey(key, hash);
-    logger.info('api key created', { key_id: key.id, tenant: key.tenant, scopes: key.scopes });
-    // The secret is in this answer only: it is never stored or logged.
-    return c.json({ ...keyView(key), key: secret }, 201);
-  });
-  app.get('/admin/keys', async (c) => {
-    await caller(c, 'admin');
-    const tenant = c.req.query('tenant');
-    if (tenant !== undefined && !isTenant(tenant)) throw new ValidationError('tenant: not a tenant name', [{ path: 'tenant', message: 'not a tenant name' }]);
-    return c.json({ keys: (await store.listKeys(tenant)).map(keyView) });
-  });
-  app.delete('/admin/keys/:keyId', async (c) => {
-    await caller(c, 'admin');
-    const keyId = c.req.param('keyId');
-    if (!/^key_[0-9a-f]{12}$/.test(keyId) || !(await store.revokeKey(keyId))) throw new NotFoundError(`no key ${keyId.slice(0, 40)}`);
-    logger.info('api key revoked', { key_id: keyId });
-    return c.json({ id: keyId, revoked: true });
-  });
-  app.get('/admin/tenants/:tenant', async (c) => {
-    await caller(c, 'admin');
-    return c.json(await tenantView(tenantParam(c)));
-  });
-  app.put('/admin/tenants/:tenant/limits', async (c) => {
-    await caller(c, 'admin');
-    const tenant = tenantParam(c);
-    const b = await jsonBody(c, limitsBody);
-    await store.setTenantLimits(tenant, {
-      quotaUnits: b.quota_units,
-      quotaWindowSeconds: b.quota_window_seconds,
-      submitsPerSecond: b.submits_per_s,
-      readsPerSecond: b.reads_per_s,
-      maxRunning: b.max_running,
-    });
-    logger.info('tenant limits set', { tenant, ...b });
-    return c.json(await tenantView(tenant));
-  });
+  mountAdmin(app, { store, logger, limits, caller });
 
   const notAllowed = (allow: string) => (c: Context<Env>) => {
     throw new MethodNotAllowedError(c.req.method, allow);
@@ -370,10 +289,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.all('/tasks/:id', notAllowed('GET, DELETE'));
   app.all('/tasks/:id/events', notAllowed('GET'));
   app.all('/quota', notAllowed('GET'));
-  app.all('/admin/keys', notAllowed('GET, POST'));
-  app.all('/admin/keys/:keyId', notAllowed('DELETE'));
-  app.all('/admin/tenants/:tenant', notAllowed('GET'));
-  app.all('/admin/tenants/:tenant/limits', notAllowed('PUT'));
+  for (const [path, allow] of ADMIN_METHODS) app.all(path, notAllowed(allow));
 
   return app;
 }

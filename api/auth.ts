@@ -18,6 +18,18 @@ export interface Principal {
   limits: TenantLimits;
 }
 
+/** The deployment's default limits per tenant (a tenant's own win); 0 = none. */
+export interface DefaultLimits {
+  submitsPerSecond: number;
+  readsPerSecond: number;
+  /** 0 = unlimited. */
+  quotaUnits: number;
+  quotaWindowSeconds: number;
+}
+
+/** Hono's context variables: the caller of the request, set by the auth middleware. */
+export type AppEnv = { Variables: { principal: Principal } };
+
 export interface AuthOptions {
   mode: 'keys' | 'off';
   /** How long a verified (or refused) key is remembered. Default 3000 ms. */
