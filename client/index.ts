@@ -5,7 +5,7 @@
  */
 import { backoffMs, sleep as pause } from '../common/backoff.ts';
 import type { Priority, TaskError, TaskStatus } from '../common/task.ts';
-import type { AcceptedView, TaskEventData, TaskEventName, TaskEventView, TaskListView, TaskView } from '../common/views.ts';
+import type { AcceptedView, QuotaView, TaskEventData, TaskEventName, TaskEventView, TaskListView, TaskView } from '../common/views.ts';
 import { parseSse, type SseMessage } from './sse.ts';
 
 export type { Priority, TaskError, TaskStatus };
@@ -51,19 +51,8 @@ export interface ListFilter {
   cursor?: string;
 }
 
-/** GET /quota: the quota of the API key's tenant. */
-export interface TenantQuota {
-  tenant: string;
-  /** Quota units per window; 0 means unlimited. */
-  units: number;
-  window_seconds: number;
-  /** Units spent in the current window. */
-  spent: number;
-  /** `units - spent`; null when unlimited. */
-  remaining: number | null;
-  /** When the current window ends and `spent` starts again from 0. */
-  resets_at: string;
-}
+/** GET /quota: the quota of the API key's tenant (`units` 0 = unlimited; then `remaining` is null). */
+export type TenantQuota = QuotaView;
 
 export interface ApiIssue {
   /** Dotted path of the offending field, e.g. `input.content`. */
