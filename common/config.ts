@@ -91,6 +91,11 @@ const envSchema = z.object({
   MAX_RUNNING_PER_TENANT: int(0, 0, 1_000_000),
   TENANT_THROTTLE_MS: int(1000, 50, 60_000),
 
+  // Observability (issue 11). OTEL_* variables are read by the OpenTelemetry SDK itself.
+  LOG_PAYLOADS: z.stringbool().default(false),
+  METRICS_PORT: int(0, 0, 65535),
+  WORKER_HEARTBEAT_MS: int(5000, 500, 600_000),
+
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   LOG_FORMAT: z.enum(['pretty', 'json']).default('pretty'),
 });
@@ -150,7 +155,11 @@ export interface Config {
   limits: { submitsPerSecond: number; readsPerSecond: number; quotaUnits: number; quotaWindowSeconds: number; maxRunning: number };
   /** First delay before a task over its tenant's running cap is offered again (doubling, to 16×). */
   throttleMs: number;
-  log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'pretty' | 'json' };
+  log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'pretty' | 'json'; payloads: boolean };
+  /** Port of a worker's /metrics (0 = none). */
+  metricsPort: number;
+  /** How often a worker renews its entry in the live-worker list. */
+  heartbeatMs: number;
 }
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
@@ -233,6 +242,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxRunning: e.MAX_RUNNING_PER_TENANT,
     },
     throttleMs: e.TENANT_THROTTLE_MS,
-    log: { level: e.LOG_LEVEL, format: e.LOG_FORMAT },
+    log: { level: e.LOG_LEVEL, format: e.LOG_FORMAT, payloads: e.LOG_PAYLOADS },
+    metricsPort: e.METRICS_PORT,
+    heartbeatMs: e.WORKER_HEARTBEAT_MS,
   };
 }
