@@ -14,6 +14,7 @@ import type { TaskRegistry } from '../common/registry.ts';
 import type { TaskStore } from '../common/store/port.ts';
 import { isEventId, isTaskId, isTerminal, type TaskRecord } from '../common/task.ts';
 import { toAcceptedView, toEventView, toQuotaView, toTaskView, type AcceptedView, type TaskListView, type TaskView } from '../common/views.ts';
+import { accessLog } from './access-log.ts';
 import { ADMIN_METHODS, mountAdmin } from './admin.ts';
 import { Authenticator, requireScope, type AppEnv, type AuthOptions, type DefaultLimits, type Principal } from './auth.ts';
 import { renderError, validationError } from './errors.ts';
@@ -98,6 +99,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.onError((err, c) => renderError(c, err, logger));
   app.notFound((c) => renderError(c, new NotFoundError(`no route for ${c.req.method} ${c.req.path}`), logger));
 
+  app.use('*', accessLog(logger)); // before auth, so 401s are logged too
   // Every route but the probes needs a key (with AUTH=keys).
   app.use('*', async (c, next) => {
     if (c.req.path === '/healthz' || c.req.path === '/readyz') return next();

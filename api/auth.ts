@@ -27,8 +27,8 @@ export interface DefaultLimits {
   quotaWindowSeconds: number;
 }
 
-/** Hono's context variables: the caller of the request, set by the auth middleware. */
-export type AppEnv = { Variables: { principal: Principal } };
+/** Hono's context variables: the caller (set by the auth middleware) and the request id (set by the access log). */
+export type AppEnv = { Variables: { principal: Principal; requestId: string } };
 
 export interface AuthOptions {
   mode: 'keys' | 'off';

@@ -60,4 +60,10 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ AUTH: 'yes' })).toThrow(/AUTH/);
     expect(() => loadConfig({ QUOTA_WINDOW_SECONDS: '0' })).toThrow(/QUOTA_WINDOW_SECONDS/);
   });
+
+  it('logs JSON lines at info without payloads by default', () => {
+    expect(loadConfig({}).log).toEqual({ level: 'info', format: 'json', payloads: false });
+    expect(loadConfig({ LOG_FORMAT: 'pretty', LOG_LEVEL: 'warn', LOG_PAYLOADS: 'true' }).log).toEqual({ level: 'warn', format: 'pretty', payloads: true });
+    expect(() => loadConfig({ LOG_FORMAT: 'text' })).toThrow(/LOG_FORMAT/);
+  });
 });

@@ -97,7 +97,7 @@ const envSchema = z.object({
   WORKER_HEARTBEAT_MS: int(5000, 500, 600_000),
 
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
-  LOG_FORMAT: z.enum(['pretty', 'json']).default('pretty'),
+  LOG_FORMAT: z.enum(['pretty', 'json']).default('json'),
 });
 
 export type Env = z.input<typeof envSchema>;
