@@ -14,29 +14,38 @@ import {
   onShutdown,
   processLogger,
   reportStatsOnSignal,
+  timedBroker,
   workerOptions,
 } from './common/wiring.ts';
 import { newApiKey } from './common/api-keys.ts';
 import { DEFAULT_TENANT } from './common/task.ts';
 import { defaultRegistry } from './worker/task-types.ts';
 import { Worker } from './worker/worker.ts';
+import { Metrics } from './common/metrics.ts';
+import { backlogProbe } from './common/backlog.ts';
 
 const config = loadConfigOrExit();
 const embedded = config.broker === 'memory';
 const logger = processLogger(config, embedded ? 'embedded' : 'api');
-const broker = await createBroker(config, logger);
+// One registry for the process: with the worker in process, /metrics shows both.
+const metrics = new Metrics({ types: defaultRegistry().names() });
+const broker = timedBroker(await createBroker(config, logger), metrics, config);
+const backlog = backlogProbe(broker, { topic: config.topics.request, group: config.group });
+metrics.trackBacklog(backlog);
 const store = await createStore(config, logger);
 await ensureTopics(broker, config, logger);
 const registry = defaultRegistry();
 reportStatsOnSignal(store, broker);
 
-const worker = embedded ? new Worker({ broker, store, registry, logger, options: workerOptions(config) }) : undefined;
+const worker = embedded ? new Worker({ broker, store, registry, logger, metrics, options: workerOptions(config) }) : undefined;
 await worker?.start();
 const relay = startRelay({ store, broker, topic: config.topics.request, logger });
 
 const stopping = new AbortController();
 const app = createApp({
   shutdownSignal: stopping.signal,
+  metrics,
+  backlog,
   store,
   broker,
   registry,

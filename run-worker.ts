@@ -9,10 +9,13 @@ import {
   onShutdown,
   processLogger,
   reportStatsOnSignal,
+  timedBroker,
   workerOptions,
 } from './common/wiring.ts';
 import { defaultRegistry } from './worker/task-types.ts';
 import { Worker } from './worker/worker.ts';
+import { Metrics } from './common/metrics.ts';
+import { serveMetrics } from './common/metrics-server.ts';
 
 const config = loadConfigOrExit();
 const logger = processLogger(config, 'worker');
@@ -20,10 +23,11 @@ if (config.broker === 'memory') {
   logger.error('BROKER=memory lives inside one process: run `npm start` for the embedded mode, or set BROKER=kafka|rocketmq');
   process.exit(1);
 }
-const broker = await createBroker(config, logger);
+const metrics = new Metrics({ types: defaultRegistry().names() });
+const broker = timedBroker(await createBroker(config, logger), metrics, config);
 const store = await createStore(config, logger);
 await ensureTopics(broker, config, logger);
-const worker = new Worker({ broker, store, registry: defaultRegistry(), logger, options: workerOptions(config) });
+const worker = new Worker({ broker, store, registry: defaultRegistry(), logger, metrics, options: workerOptions(config) });
 reportStatsOnSignal(store, broker, () => ({
   tasks_done: worker.stats.done,
   handler_runs: worker.stats.handlerRuns,
@@ -31,10 +35,12 @@ reportStatsOnSignal(store, broker, () => ({
   throttled: worker.stats.throttled,
   worker_lost: worker.stats.workerLost,
 }));
+const metricsServer = config.metricsPort > 0 ? await serveMetrics(metrics, config.metricsPort, logger) : undefined;
 const relay = startRelay({ store, broker, topic: config.topics.request, logger });
 onShutdown(logger, () =>
   closeAll(logger, [
     ['worker', () => worker.shutdown()],
+    ['metrics server', () => metricsServer?.close()],
     ['relay', () => relay.stop()],
     ['broker', () => broker.close({ graceMs: 1000 })],
     ['store', () => store.close()],

@@ -16,6 +16,9 @@ import { isEventId, isTaskId, isTerminal, type TaskRecord } from '../common/task
 import { toAcceptedView, toEventView, toQuotaView, toTaskView, type AcceptedView, type TaskListView, type TaskView } from '../common/views.ts';
 import { accessLog } from './access-log.ts';
 import { ADMIN_METHODS, mountAdmin } from './admin.ts';
+import { OBSERVABILITY_METHODS, httpMetrics, mountObservability, noteSubmitType } from './observability.ts';
+import type { Metrics } from '../common/metrics.ts';
+import type { Backlog } from '../common/backlog.ts';
 import { Authenticator, requireScope, type AppEnv, type AuthOptions, type DefaultLimits, type Principal } from './auth.ts';
 import { renderError, validationError } from './errors.ts';
 import { rateLimitHeaders } from './limits.ts';
@@ -31,6 +34,10 @@ export interface AppDeps {
   logger: Logger;
   /** Aborted when the process stops: event streams and waits end so the server can close. */
   shutdownSignal?: AbortSignal;
+  /** Prometheus metrics of the process: GET /metrics serves them (none without). */
+  metrics?: Metrics;
+  /** The request backlog per priority (common/backlog.ts), for GET /stats. */
+  backlog?: () => Promise<Backlog>;
   options: {
     requestTopic: string;
     bodyLimit: number;
@@ -100,9 +107,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.notFound((c) => renderError(c, new NotFoundError(`no route for ${c.req.method} ${c.req.path}`), logger));
 
   app.use('*', accessLog(logger)); // before auth, so 401s are logged too
+  if (deps.metrics) app.use('*', httpMetrics(deps.metrics));
   // Every route but the probes needs a key (with AUTH=keys).
   app.use('*', async (c, next) => {
-    if (c.req.path === '/healthz' || c.req.path === '/readyz') return next();
+    if (c.req.path === '/healthz' || c.req.path === '/readyz' || c.req.path === '/metrics') return next();
     c.set('principal', await auth.authenticate(c.req.header('authorization')));
     return next();
   });
@@ -163,6 +171,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const p = await caller(c, 'tasks:write');
     const { wait } = query(c, postQuerySchema);
     const { request, idempotencyKey, asyncMode } = await readSubmission(c, registry, options);
+    noteSubmitType(c, request.type);
     // Seed 000's async_mode=false, or ?wait=N: answer with the result if it comes in time.
     const waitSeconds = wait ?? (asyncMode === false ? maxWait : 0);
     const submitted = await submitTask(submitDeps, p.tenant, request, idempotencyKey);
@@ -259,6 +268,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (r.outcome === 'missing') throw new NotFoundError(`no task ${id}`, id);
     if (r.outcome === 'terminal') throw new TaskFinishedError(id, r.task.status);
     logger.info('task cancelled', { task_id: id, was: r.was });
+    // A running task's worker counts its end.
+    if (r.was === 'queued') deps.metrics?.finished.inc({ type: deps.metrics.type(r.task.type), outcome: 'cancelled' });
     // A queued task has no worker to publish its end; a running one's worker does it.
     if (r.was === 'queued' && options.resultTopic) {
       try {
@@ -283,6 +294,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   });
 
   mountAdmin(app, { store, logger, limits, caller });
+  mountObservability(app, { store, metrics: deps.metrics, backlog: deps.backlog, caller });
 
   const notAllowed = (allow: string) => (c: Context<Env>) => {
     throw new MethodNotAllowedError(c.req.method, allow);
@@ -291,7 +303,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.all('/tasks/:id', notAllowed('GET, DELETE'));
   app.all('/tasks/:id/events', notAllowed('GET'));
   app.all('/quota', notAllowed('GET'));
-  for (const [path, allow] of ADMIN_METHODS) app.all(path, notAllowed(allow));
+  for (const [path, allow] of [...ADMIN_METHODS, ...OBSERVABILITY_METHODS]) app.all(path, notAllowed(allow));
 
   return app;
 }

@@ -5,7 +5,7 @@
  */
 import { backoffMs, sleep as pause } from '../common/backoff.ts';
 import type { Priority, TaskError, TaskStatus } from '../common/task.ts';
-import type { AcceptedView, QuotaView, TaskEventData, TaskEventName, TaskEventView, TaskListView, TaskView } from '../common/views.ts';
+import type { AcceptedView, QuotaView, StatsView, WorkerView, TaskEventData, TaskEventName, TaskEventView, TaskListView, TaskView } from '../common/views.ts';
 import { parseSse, type SseMessage } from './sse.ts';
 
 export type { Priority, TaskError, TaskStatus };
@@ -53,6 +53,10 @@ export interface ListFilter {
 
 /** GET /quota: the quota of the API key's tenant (`units` 0 = unlimited; then `remaining` is null). */
 export type TenantQuota = QuotaView;
+
+/** GET /stats: the tenant's task counts by status and type, the backlog per priority, the live workers. */
+export type QueueStats = StatsView;
+export type { WorkerView };
 
 export interface ApiIssue {
   /** Dotted path of the offending field, e.g. `input.content`. */
@@ -298,6 +302,16 @@ export class TaskClient {
   async quota(opts: { signal?: AbortSignal } = {}): Promise<TenantQuota> {
     const res = await this.send({ method: 'GET', path: '/quota', signal: opts.signal, retry: true });
     return (await res.json()) as TenantQuota;
+  }
+
+  /**
+   * GET /stats: counts of the tenant's tasks by status and by type (of its newest 2000;
+   * `tasks.truncated` says when there are more), the request backlog per priority (null
+   * where the broker cannot tell) and the live workers.
+   */
+  async stats(opts: { signal?: AbortSignal } = {}): Promise<QueueStats> {
+    const res = await this.send({ method: 'GET', path: '/stats', signal: opts.signal, retry: true });
+    return (await res.json()) as QueueStats;
   }
 
   /** One page of GET /tasks, newest first. */
@@ -643,6 +657,9 @@ export function agentTools(client: TaskClient) {
 
     /** The tenant's quota: units per window, spent, remaining (null when unlimited) and when it resets. */
     get_quota: (): Promise<TenantQuota> => client.quota(),
+
+    /** How busy the queue is: the tenant's tasks by status and type, the backlog per priority, the live workers. */
+    get_statistics: (): Promise<QueueStats> => client.stats(),
   };
 }
 

@@ -47,6 +47,10 @@ export interface Keys {
   apiKeys(): string;
   /** Pub/sub channel: ids of running tasks that were cancelled. */
   cancelChannel(): string;
+  /** Hash: worker id → its WorkerInfo as JSON (the live-worker list). */
+  workers(): string;
+  /** Sorted set: worker id → when its heartbeat expires (epoch ms). */
+  workerBeats(): string;
   /** Never written: fills a script's optional key slot, in the same hash slot as the rest. */
   unused(): string;
 }
@@ -85,6 +89,8 @@ export function makeKeys(prefix: string): Keys {
       return `${prefix}apikey:${secretHash}`;
     },
     apiKeys: () => `${prefix}apikeys`,
+    workers: () => `${prefix}workers`,
+    workerBeats: () => `${prefix}workers:beats`,
     unused: () => `${prefix}unused`,
   };
 }

@@ -2,7 +2,7 @@
  * The API's answers, declared once: the server builds them here and the typed client
  * re-exports the same types, so the two cannot drift apart. Times are ISO 8601 strings.
  */
-import type { QuotaUsage } from './store/port.ts';
+import type { QuotaUsage, TaskCounts, WorkerInfo } from './store/port.ts';
 import { eventTime, iso, type Priority, type TaskError, type TaskEvent, type TaskRecord, type TaskStatus } from './task.ts';
 
 /** A task as GET /tasks/:id answers it. */
@@ -130,5 +130,56 @@ export function toQuotaView(q: QuotaUsage): QuotaView {
     spent: q.spent,
     remaining: q.units === 0 ? null : Math.max(0, q.units - q.spent),
     resets_at: isoOf(q.resetsAt),
+  };
+}
+
+/** A live worker in GET /stats. */
+export interface WorkerView {
+  id: string;
+  host: string;
+  concurrency: number;
+  /** Tasks it was running at its last heartbeat. */
+  running: number;
+  started_at: string;
+  /** Its last heartbeat. */
+  seen_at: string | null;
+  version: string;
+}
+
+/** GET /stats: the caller's tenant's tasks, the request backlog, the live workers. */
+export interface StatsView {
+  tenant: string;
+  tasks: {
+    by_status: Record<TaskStatus, number>;
+    by_type: Record<string, number>;
+    /** Tasks counted: the tenant's newest, at most the scan budget (LIST_SCAN_BUDGET, 2000). */
+    scanned: number;
+    /** True when the tenant has more live tasks than were counted. */
+    truncated: boolean;
+  };
+  /** Request messages not yet consumed, per priority, for the whole deployment; null where the broker cannot tell (RocketMQ). */
+  backlog: Record<Priority, number | null>;
+  /** The workers of the deployment whose heartbeat is live. */
+  workers: WorkerView[];
+}
+
+export function toWorkerView(w: WorkerInfo): WorkerView {
+  return {
+    id: w.id,
+    host: w.host,
+    concurrency: w.concurrency,
+    running: w.running,
+    started_at: isoOf(w.startedAt),
+    seen_at: iso(w.seenAt ?? null),
+    version: w.version,
+  };
+}
+
+export function toStatsView(tenant: string, counts: TaskCounts, backlog: Record<Priority, number | null>, workers: WorkerInfo[]): StatsView {
+  return {
+    tenant,
+    tasks: { by_status: counts.byStatus, by_type: counts.byType, scanned: counts.scanned, truncated: counts.truncated },
+    backlog,
+    workers: workers.map(toWorkerView),
   };
 }

@@ -10,9 +10,15 @@ import { ConfigError, errorMessage } from './errors.ts';
 import { loadConfig } from './config.ts';
 import { allRequestTopics } from './messages.ts';
 import { createLogger, type Logger } from './logger.ts';
+import { instrumentBroker, topicKinds, type Metrics } from './metrics.ts';
 import { MemoryTaskStore } from './store/memory.ts';
 import type { TaskStore } from './store/port.ts';
 import { RedisTaskStore } from './store/redis.ts';
+
+/** The broker with its publishes timed in `metrics` by topic kind (request, result, dead_letter). */
+export function timedBroker(broker: Broker, metrics: Metrics, config: Config): Broker {
+  return instrumentBroker(broker, metrics, topicKinds(allRequestTopics(config.topics.request), config.topics.result, broker.deadLetterTopic(config.group)));
+}
 
 export async function createBroker(config: Config, logger: Logger): Promise<Broker> {
   switch (config.broker) {
@@ -60,6 +66,7 @@ export function workerOptions(config: Config) {
     ...config.worker,
     maxRunningPerTenant: config.limits.maxRunning,
     throttleMs: config.throttleMs,
+    heartbeatMs: config.heartbeatMs,
     requestTopic: config.topics.request,
     resultTopic: config.topics.result,
     group: config.group,

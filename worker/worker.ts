@@ -14,6 +14,8 @@ import type { CancelWatch, TaskStore, TransitionCode } from '../common/store/por
 import { PRIORITIES, requestMessageSchema, type HandlerEvent, type Priority, type TaskError, type TaskRecord } from '../common/task.ts';
 import { runAttempt, type AttemptOutcome } from './attempt.ts';
 import { PriorityGate } from './priority-gate.ts';
+import type { Metrics } from '../common/metrics.ts';
+import { startHeartbeat, type Heartbeat } from './heartbeat.ts';
 
 export interface WorkerOptions {
   id: string;
@@ -36,6 +38,8 @@ export interface WorkerOptions {
   maxRunningPerTenant?: number;
   /** First delay before a task over its tenant's cap is offered again (it doubles, to 16×). Default 1000 ms. */
   throttleMs?: number;
+  /** How often the worker renews its entry in the live-worker list (GET /stats); 0 or absent: no entry. */
+  heartbeatMs?: number;
 }
 
 export interface WorkerDeps {
@@ -44,6 +48,8 @@ export interface WorkerDeps {
   registry: TaskRegistry;
   logger: Logger;
   options: WorkerOptions;
+  /** Prometheus metrics of the process (common/metrics.ts); none when absent. */
+  metrics?: Metrics;
 }
 
 export type WorkerState = 'created' | 'running' | 'draining' | 'stopped';
@@ -59,6 +65,8 @@ export class Worker {
   /** Running handlers by task id. */
   private readonly controllers = new Map<string, AbortController>();
   private stopping: Promise<void> | undefined;
+  private heartbeat: Heartbeat | undefined;
+  private untrackSlots: (() => void) | undefined;
   /** Counters since start, for logs and the status endpoint. */
   readonly stats = { done: 0, failed: 0, retried: 0, duplicates: 0, cancelled: 0, handlerRuns: 0, throttled: 0, workerLost: 0 };
 
@@ -102,6 +110,10 @@ export class Worker {
         broker.subscribe(requestTopicFor(options.requestTopic, p), groupFor(options.group, p), lane(p), { concurrency: options.concurrency + 1 }),
       ),
     );
+    const running = () => this.controllers.size;
+    this.untrackSlots = this.deps.metrics?.trackSlots({ running, free: () => Math.max(0, options.concurrency - running()) });
+    if (options.heartbeatMs)
+      this.heartbeat = startHeartbeat(this.deps.store, { id: options.id, concurrency: options.concurrency, running }, options.heartbeatMs, logger);
     logger.info('worker started', { worker: options.id, group: options.group, topic: options.requestTopic, concurrency: options.concurrency });
   }
 
@@ -141,6 +153,8 @@ export class Worker {
         // Its worker died on the last attempt (an input that kills workers, say): not run again.
         this.stats.workerLost++;
         this.stats.failed++;
+        this.deps.metrics?.leaseLost.inc({ type: this.deps.metrics.type(claim.task.type), outcome: 'exhausted' });
+        this.deps.metrics?.finished.inc({ type: this.deps.metrics.type(claim.task.type), outcome: 'failed' });
         log.error('task failed: its worker stopped on the last attempt', { attempt: claim.task.attempt, code: claim.task.error?.code });
         await this.publishResult(claim.task);
         await this.deadLetter(d, 'worker_lost', claim.task.error?.message ?? 'worker lost');
@@ -155,6 +169,7 @@ export class Worker {
         this.stats.duplicates++;
         return 'duplicate';
       case 'claimed':
+        this.claimed(claim.task, claim.afterLostLease === true);
         break;
     }
 
@@ -175,6 +190,7 @@ export class Worker {
 
   private async deadLetter(d: Delivery, code: string, reason: string): Promise<void> {
     const { broker, options } = this.deps;
+    this.deps.metrics?.deadLetters.inc({ code: this.deps.metrics.code(code) });
     await broker.publish(broker.deadLetterTopic(options.group), {
       key: d.key,
       body: d.body,
@@ -211,6 +227,7 @@ export class Worker {
       const r = await retrying(() => store.complete(task.id, options.id, outcome.result ?? null, outcome.events), storeRetry);
       if (r.code !== 'ok') return this.notOurs(task.id, r.code, log);
       this.stats.done++;
+      this.ended(r.task, 'done');
       log.info('task done', { attempt: task.attempt, duration_ms: Date.now() - started });
       await this.publishResult(r.task);
       return 'done';
@@ -222,6 +239,7 @@ export class Worker {
       const r = await retrying(() => store.retryLater(task.id, options.id, error, Date.now() + delay, outcome.events), storeRetry);
       if (r.code !== 'ok') return this.notOurs(task.id, r.code, log);
       this.stats.retried++;
+      this.ended(task, 'retry');
       log.warn('task failed; will retry', { attempt: task.attempt, max_attempts: maxAttempts, retry_in_ms: delay, err: error.message });
       return 'retry';
     }
@@ -234,6 +252,7 @@ export class Worker {
     const r = await retrying(() => store.fail(task.id, options.id, error, events), storeRetry);
     if (r.code !== 'ok') return this.notOurs(task.id, r.code, log);
     this.stats.failed++;
+    this.ended(r.task, 'failed');
     log.error('task failed', { attempt: task.attempt, code: error.code, err: error.message });
     await this.publishResult(r.task);
     await this.deadLetter(d, error.code, `failed after ${task.attempt} attempt(s): ${error.message}`);
@@ -249,6 +268,7 @@ export class Worker {
     const now = code === 'terminal' ? await retrying(() => this.deps.store.get(id), storeRetry) : null;
     if (now?.status === 'cancelled') {
       this.stats.cancelled++;
+      this.ended(now, 'cancelled');
       log.info('task cancelled', { attempt: now.attempt });
       if (!now.resultPublished) await this.publishResult(now);
       return 'cancelled';
@@ -260,6 +280,25 @@ export class Worker {
     }
     log.warn('finished, but the task is no longer ours; result discarded', { code });
     return 'lost';
+  }
+
+  /** Metrics of a claim: the queue wait of a first attempt, a re-run after a lost lease. */
+  private claimed(task: TaskRecord, afterLostLease: boolean): void {
+    const m = this.deps.metrics;
+    if (!m) return;
+    const type = m.type(task.type);
+    if (afterLostLease) m.leaseLost.inc({ type, outcome: 'rerun' });
+    if (task.attempt === 1 && task.startedAt !== null) m.queueWaitSeconds.observe({ type }, Math.max(0, task.startedAt - task.createdAt) / 1000);
+  }
+
+  /** Metrics of an attempt's end: its run time (from the claim), and the task's end or retry. */
+  private ended(task: TaskRecord, outcome: 'done' | 'failed' | 'retry' | 'cancelled'): void {
+    const m = this.deps.metrics;
+    if (!m) return;
+    const type = m.type(task.type);
+    if (task.startedAt !== null) m.runSeconds.observe({ type, outcome }, Math.max(0, Date.now() - task.startedAt) / 1000);
+    if (outcome === 'retry') m.retries.inc({ type });
+    else m.finished.inc({ type, outcome });
   }
 
   private publishResult(task: TaskRecord): Promise<void> {
@@ -292,6 +331,8 @@ export class Worker {
         await this.cancelWatch?.close().catch(() => undefined);
         this.state = 'stopped';
       }
+      await this.heartbeat?.stop();
+      this.untrackSlots?.();
       logger.info('worker stopped', { ...this.stats });
     })();
     return this.stopping;

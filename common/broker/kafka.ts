@@ -303,6 +303,24 @@ export class KafkaBroker implements Broker {
     return sub;
   }
 
+  /**
+   * The group's lag on the topic: per partition, the high watermark less the committed offset
+   * (less the low watermark when the group has committed nothing there), summed. Counts what
+   * is in flight too: offsets are committed once a task ends. Two admin requests.
+   */
+  async backlog(topic: string, group: string): Promise<number | null> {
+    const admin = await this.getAdmin();
+    const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId: group, topics: [topic] })]);
+    const done = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+    let lag = 0;
+    for (const p of ends) {
+      const high = Number(p.high);
+      const at = done.get(p.partition) ?? -1;
+      lag += Math.max(0, high - (at >= 0 ? at : Number(p.low)));
+    }
+    return lag;
+  }
+
   async ping(): Promise<void> {
     try {
       await withTimeout(

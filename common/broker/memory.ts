@@ -195,6 +195,13 @@ export class MemoryBroker implements Broker {
     return Promise.resolve(sub);
   }
 
+  /** Messages of the group not acknowledged yet: waiting in its queue or held by a member. */
+  backlog(topic: string, group: string): Promise<number | null> {
+    const g = this.bus.topics.get(topic)?.get(group);
+    if (!g) return Promise.resolve(this.bus.backlog.get(topic)?.length ?? 0);
+    return Promise.resolve(g.queue.length + g.members.reduce((n, m) => n + m.held.size, 0));
+  }
+
   ping(): Promise<void> {
     return this.closed ? Promise.reject(new Error('memory broker is closed')) : Promise.resolve();
   }

@@ -69,6 +69,11 @@ export interface Broker {
   /** Resolves once the broker has the message (Kafka acks=all, RocketMQ send receipt). */
   publish(topic: string, message: OutgoingMessage): Promise<void>;
   subscribe(topic: string, group: string, handler: DeliveryHandler, opts?: SubscribeOptions): Promise<Subscription>;
+  /**
+   * Messages of `topic` that `group` has not consumed yet (Kafka: the consumer lag, summed
+   * over partitions), or null when the broker cannot tell. Optional: without it, null.
+   */
+  backlog?(topic: string, group: string): Promise<number | null>;
   /** Throws an UnavailableError when the broker cannot be reached. */
   ping(): Promise<void>;
   /** Closes every subscription and connection; runs every step even if one fails. Safe twice. */

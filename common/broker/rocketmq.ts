@@ -282,6 +282,17 @@ export class RocketMqBroker implements Broker {
     return sub;
   }
 
+  /**
+   * Not known: the Node client (rocketmq-client-nodejs 1.0.8) has no public call for a
+   * group's lag. The proxy's gRPC protocol does have QueryOffset (a queue's max offset) and
+   * GetOffset (a group's consume offset), reachable only through the client's protected
+   * internals, and with pop consumption the consume offset moves when a message is popped,
+   * not when it is acked, so it would not count messages in flight. See the README.
+   */
+  backlog(): Promise<number | null> {
+    return Promise.resolve(null);
+  }
+
   async ping(): Promise<void> {
     await withTimeout(
       this.routesAnswer(),

@@ -21,8 +21,10 @@ import {
   type ListQuery,
   type StoreStats,
   type TaskStore,
+  type TaskCounts,
   type TaskStoreOptions,
   type TaskWatch,
+  type WorkerInfo,
   type TransitionCode,
   type TransitionResult,
 } from './port.ts';
@@ -53,6 +55,8 @@ export class MemoryTaskStore implements TaskStore {
   private readonly running = new Map<string, Map<string, number>>();
   /** How often each queued task was deferred by its tenant's cap. */
   private readonly throttles = new Map<string, number>();
+  /** Live workers with the time their heartbeat expires. */
+  private readonly workerBeats = new Map<string, { info: WorkerInfo; expiresAt: number }>();
   private readonly ttlMs: number;
   private readonly takeoverDelayMs: number;
   private readonly historyLimit: number;
@@ -298,7 +302,9 @@ export class MemoryTaskStore implements TaskStore {
       'status',
       lost ? { status: 'running', attempt: rec.attempt, worker, after_lost_lease: true } : { status: 'running', attempt: rec.attempt, worker },
     );
-    return Promise.resolve({ outcome: 'claimed', task: structuredClone(rec) });
+    return Promise.resolve(
+      lost ? { outcome: 'claimed', task: structuredClone(rec), afterLostLease: true } : { outcome: 'claimed', task: structuredClone(rec) },
+    );
   }
 
   renewLease(id: string, worker: string, leaseMs: number): Promise<TransitionCode> {
@@ -547,6 +553,48 @@ export class MemoryTaskStore implements TaskStore {
   hit(tenant: string, kind: 'reads' | 'submits', perSecond: number): Promise<(RateState & { allowed: boolean }) | null> {
     this.assertOpen();
     return Promise.resolve(perSecond > 0 ? this.count(`${kind}:${tenant}`, perSecond) : null);
+  }
+
+  // --- live workers and statistics ---
+
+  heartbeat(info: WorkerInfo, ttlMs: number): Promise<void> {
+    this.assertOpen();
+    const now = this.now();
+    this.workerBeats.set(info.id, { info: { ...info, seenAt: now }, expiresAt: now + ttlMs });
+    return Promise.resolve();
+  }
+
+  workers(): Promise<WorkerInfo[]> {
+    this.assertOpen();
+    const now = this.now();
+    for (const [id, w] of this.workerBeats) if (w.expiresAt <= now) this.workerBeats.delete(id);
+    return Promise.resolve([...this.workerBeats.values()].map((w) => ({ ...w.info })).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)));
+  }
+
+  removeWorker(id: string): Promise<void> {
+    this.assertOpen();
+    this.workerBeats.delete(id);
+    return Promise.resolve();
+  }
+
+  countTasks(tenant: string, budget: number = LIST_SCAN_BUDGET): Promise<TaskCounts> {
+    this.assertOpen();
+    const recs = [...this.tasks.values()]
+      .filter((e) => e.rec.tenant === tenant && (e.expiresAt === null || e.expiresAt > this.now()))
+      .map((e) => e.rec)
+      .sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : -1));
+    const counts: TaskCounts = {
+      byStatus: { queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 },
+      byType: {},
+      scanned: 0,
+      truncated: recs.length > budget,
+    };
+    for (const r of recs.slice(0, budget)) {
+      counts.scanned++;
+      counts.byStatus[r.status]++;
+      counts.byType[r.type] = (counts.byType[r.type] ?? 0) + 1;
+    }
+    return Promise.resolve(counts);
   }
 
   ping(): Promise<void> {

@@ -13,7 +13,8 @@
 import type { HandlerEvent, NewTask, TaskError, TaskEvent, TaskRecord, TaskStatus } from '../task.ts';
 
 export type ClaimResult =
-  | { outcome: 'claimed'; task: TaskRecord }
+  /** `afterLostLease`: the previous attempt's worker died (its lease expired); this claim re-runs it. */
+  | { outcome: 'claimed'; task: TaskRecord; afterLostLease?: boolean }
   | { outcome: 'missing' }
   /** done, failed or cancelled: the message is a duplicate. */
   | { outcome: 'terminal'; task: TaskRecord }
@@ -174,6 +175,33 @@ export interface TaskWatch {
   close(): void;
 }
 
+/** A live worker, as it registers itself with every heartbeat (GET /stats lists them). */
+export interface WorkerInfo {
+  id: string;
+  host: string;
+  /** Task slots, all priorities together. */
+  concurrency: number;
+  /** Tasks it runs now. */
+  running: number;
+  /** When it started (epoch ms). */
+  startedAt: number;
+  /** The product version it runs (package.json). */
+  version: string;
+  /** Its last heartbeat (epoch ms); set by the store. */
+  seenAt?: number;
+}
+
+/** Counts of a tenant's tasks, from a scan of its listing index bounded by LIST_SCAN_BUDGET. */
+export interface TaskCounts {
+  byStatus: Record<TaskStatus, number>;
+  /** By task type name. */
+  byType: Record<string, number>;
+  /** Tasks looked at. */
+  scanned: number;
+  /** The tenant has more tasks than the scan looked at: the counts cover the newest `scanned`. */
+  truncated: boolean;
+}
+
 export interface StoreStats {
   roundTrips: number;
 }
@@ -278,6 +306,17 @@ export interface TaskStore {
    * else the state and whether the request was allowed.
    */
   hit(tenant: string, kind: 'reads' | 'submits', perSecond: number): Promise<(RateState & { allowed: boolean }) | null>;
+
+  // --- live workers and statistics ---
+
+  /** Registers or renews a worker's entry; it leaves `workers()` once `ttlMs` passes without another. */
+  heartbeat(info: WorkerInfo, ttlMs: number): Promise<void>;
+  /** The workers whose heartbeat has not expired, by id. */
+  workers(): Promise<WorkerInfo[]>;
+  /** Drops a worker's entry (on graceful shutdown). */
+  removeWorker(id: string): Promise<void>;
+  /** Counts of the tenant's newest tasks (at most `budget`, default LIST_SCAN_BUDGET) by status and by type. */
+  countTasks(tenant: string, budget?: number): Promise<TaskCounts>;
 
   /** Round trips to the store so far (a shared batch counts once), for the process statistics. */
   readonly stats: StoreStats;

@@ -226,7 +226,7 @@ local ev = {status = 'running', attempt = attempt, worker = ARGV[4]}
 if lost then ev.after_lost_lease = true end
 add_event('status', cjson.encode(ev))
 notify()
-return with_record('claimed')`,
+return with_record(lost and 'claimed_lost' or 'claimed')`,
 
   /** ARGV[4..]: worker, leaseMs, takeoverDelayMs */
   renew: `${PRELUDE}

@@ -41,8 +41,10 @@ import {
   type ListQuery,
   type StoreStats,
   type TaskStore,
+  type TaskCounts,
   type TaskStoreOptions,
   type TaskWatch,
+  type WorkerInfo,
   type TransitionCode,
   type TransitionResult,
 } from './port.ts';
@@ -380,6 +382,7 @@ export class RedisTaskStore implements TaskStore {
     const [code, ...rest] = reply;
     if (code === 'missing') return { outcome: 'missing' };
     const task = toRecord(pairs(rest));
+    if (code === 'claimed_lost') return { outcome: 'claimed', task, afterLostLease: true };
     if (code === 'claimed' || code === 'terminal' || code === 'busy' || code === 'throttled' || code === 'exhausted') return { outcome: code, task };
     throw new Error(`unexpected claim reply ${String(code)}`);
   }
@@ -653,6 +656,79 @@ export class RedisTaskStore implements TaskStore {
     if (perSecond <= 0) return null;
     const [allowed, limit, remaining, reset] = (await this.script('hit', [this.keys.rate(tenant, kind)], [perSecond])) as number[];
     return { allowed: allowed === 1, limit: Number(limit), remaining: Number(remaining), resetMs: Number(reset) };
+  }
+
+  // --- live workers and statistics ---
+
+  async heartbeat(info: WorkerInfo, ttlMs: number): Promise<void> {
+    const k = this.keys;
+    const now = Date.now();
+    await this.call('heartbeat', () =>
+      this.client
+        .multi()
+        .hSet(k.workers(), info.id, JSON.stringify({ ...info, seenAt: now }))
+        .zAdd(k.workerBeats(), { score: now + ttlMs, value: info.id })
+        .exec(),
+    );
+  }
+
+  async workers(): Promise<WorkerInfo[]> {
+    const k = this.keys;
+    const now = Date.now();
+    const [live, all] = (await this.call('workers', () =>
+      this.client.multi().zRangeByScore(k.workerBeats(), now, '+inf').hGetAll(k.workers()).exec(),
+    )) as unknown as [string[], Record<string, string>];
+    const alive = new Set(live);
+    const stale = Object.keys(all).filter((id) => !alive.has(id));
+    if (stale.length > 0) {
+      // Dead workers' entries go; a worker that beats again meanwhile writes its entry anew.
+      await this.call('workers', () => this.client.multi().hDel(k.workers(), stale).zRemRangeByScore(k.workerBeats(), '-inf', now).exec());
+    }
+    const out: WorkerInfo[] = [];
+    for (const id of [...alive].sort()) {
+      const raw = all[id];
+      if (!raw) continue;
+      try {
+        out.push(JSON.parse(raw) as WorkerInfo);
+      } catch {
+        // A malformed entry is skipped; its worker's next heartbeat rewrites it.
+      }
+    }
+    return out;
+  }
+
+  async removeWorker(id: string): Promise<void> {
+    const k = this.keys;
+    await this.call('removeWorker', () => this.client.multi().hDel(k.workers(), id).zRem(k.workerBeats(), id).exec());
+  }
+
+  async countTasks(tenant: string, budget: number = LIST_SCAN_BUDGET): Promise<TaskCounts> {
+    const index = this.keys.index(tenant);
+    const [total, ids] = (await this.call('countTasks', () =>
+      this.client
+        .multi()
+        .zCard(index)
+        .zRange(index, 0, budget - 1, { REV: true })
+        .exec(),
+    )) as unknown as [number, string[]];
+    const counts: TaskCounts = {
+      byStatus: { queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 },
+      byType: {},
+      scanned: 0,
+      truncated: Number(total) > budget,
+    };
+    if (ids.length === 0) return counts;
+    const m = this.client.multi();
+    for (const id of ids) m.hmGet(this.keys.task(id), ['status', 'type', 'tenant']);
+    const rows = (await this.call('countTasks', () => m.exec())) as unknown as (string | null)[][];
+    for (const [status, type, owner] of rows) {
+      // Expired before the sweeper got to it, or (never in practice) another tenant's.
+      if (!status || !type || (owner || DEFAULT_TENANT) !== tenant || !(status in counts.byStatus)) continue;
+      counts.scanned++;
+      counts.byStatus[status as TaskStatus]++;
+      counts.byType[type] = (counts.byType[type] ?? 0) + 1;
+    }
+    return counts;
   }
 
   async ping(): Promise<void> {

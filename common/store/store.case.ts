@@ -662,6 +662,59 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       expect(await store.hit(t, 'submits', 2)).toMatchObject({ allowed: true, remaining: 1 });
     });
 
+    it('lists live workers by heartbeat: a dead one leaves within two heartbeats, a removed one at once', async () => {
+      const beatMs = 300;
+      const info = (id: string, running = 0) => ({ id, host: 'h1', concurrency: 4, running, startedAt: Date.now(), version: '0.1.0' });
+      const [a, b] = [`w-a-${randomUUID()}`, `w-b-${randomUUID()}`];
+      await store.heartbeat(info(a), 2 * beatMs);
+      await store.heartbeat(info(b, 2), 2 * beatMs);
+      const mine = async () => (await store.workers()).filter((w) => w.id === a || w.id === b);
+      expect((await mine()).map((w) => w.id).sort()).toEqual([a, b].sort());
+      expect((await mine()).find((w) => w.id === b)).toMatchObject({ host: 'h1', concurrency: 4, running: 2, version: '0.1.0' });
+      expect((await mine())[0]?.seenAt).toBeGreaterThan(Date.now() - 5000);
+      // a keeps beating, b stops (a dead worker).
+      for (let i = 0; i < 3; i++) {
+        await sleep(beatMs);
+        await store.heartbeat(info(a, 1), 2 * beatMs);
+      }
+      expect((await mine()).map((w) => w.id)).toEqual([a]);
+      expect((await mine())[0]?.running).toBe(1);
+      await store.removeWorker(a);
+      expect(await mine()).toEqual([]);
+    });
+
+    it("counts a tenant's tasks by status and by type, bounded with a truncated flag", async () => {
+      const tenant = `stats-${randomUUID().slice(0, 8)}`;
+      const tasks = [newTask({ tenant }), newTask({ tenant }), newTask({ tenant, type: 'report' })];
+      for (const [i, t] of tasks.entries()) await store.create({ ...t, createdAt: Date.now() + i }, Date.now() + 60_000);
+      await store.create(newTask({ tenant: `other-${tenant}` }), Date.now() + 60_000);
+      const first = tasks[0];
+      if (!first) throw new Error('no task');
+      expect((await store.claim(first.id, 'w1', 30_000)).outcome).toBe('claimed');
+      expect((await store.complete(first.id, 'w1', { ok: true })).code).toBe('ok');
+      const all = await store.countTasks(tenant);
+      expect(all).toEqual({
+        byStatus: { queued: 2, running: 0, done: 1, failed: 0, cancelled: 0 },
+        byType: { agent: 2, report: 1 },
+        scanned: 3,
+        truncated: false,
+      });
+      const newest = await store.countTasks(tenant, 2);
+      expect(newest.scanned).toBe(2);
+      expect(newest.truncated).toBe(true);
+      expect(newest.byType).toEqual({ report: 1, agent: 1 });
+    });
+
+    it('says when a claim re-runs a task whose worker died', async () => {
+      const t = newTask();
+      await store.create(t, Date.now() + 60_000);
+      const first = await store.claim(t.id, 'w1', 100);
+      expect(first.outcome === 'claimed' && first.afterLostLease).toBeFalsy();
+      await sleep(150);
+      const again = await store.claim(t.id, 'w2', 30_000);
+      expect(again).toMatchObject({ outcome: 'claimed', afterLostLease: true });
+    });
+
     it('pings', async () => {
       await expect(store.ping()).resolves.toBeUndefined();
     });

@@ -1,0 +1,92 @@
+/**
+ * GET /metrics (Prometheus text format, no API key, like the probes), GET /stats (scope
+ * tasks:read), and the middleware that counts HTTP requests and submissions.
+ */
+import type { Context, Hono, MiddlewareHandler } from 'hono';
+import { matchedRoutes } from 'hono/route';
+import type { Backlog } from '../common/backlog.ts';
+import { TooManyRequestsError, UnavailableError } from '../common/errors.ts';
+import { secondsSince, type Metrics, type SubmitOutcome } from '../common/metrics.ts';
+import type { TaskStore } from '../common/store/port.ts';
+import { toStatsView } from '../common/views.ts';
+import type { AppEnv, Principal } from './auth.ts';
+
+type Env = AppEnv;
+
+/** The routes of this module and the methods each takes, for the 405s. */
+export const OBSERVABILITY_METHODS: readonly [string, string][] = [
+  ['/metrics', 'GET'],
+  ['/stats', 'GET'],
+];
+
+/** The task type of each submission, as its handler read it, for the submit counter's label. */
+const submitTypes = new WeakMap<Request, string>();
+
+/** Notes the task type of a POST /tasks (called by its handler once the body is read). */
+export function noteSubmitType(c: Context<Env>, type: string): void {
+  submitTypes.set(c.req.raw, type);
+}
+
+function submitOutcome(c: Context<Env>): SubmitOutcome {
+  const err = c.error;
+  if (err instanceof TooManyRequestsError) return err.code === 'quota_exceeded' ? 'quota_exceeded' : 'rate_limited';
+  if (err instanceof UnavailableError || c.res.status >= 500) return 'unavailable';
+  if (err || c.res.status >= 400) return 'rejected';
+  return c.res.headers.get('Idempotent-Replayed') === 'true' ? 'replayed' : 'accepted';
+}
+
+/**
+ * The route pattern of a request: the first route of its path that is not a catch-all
+ * middleware, so a 401 from the auth middleware still counts under `/tasks`; `/*` when no
+ * route has the path (a 404).
+ */
+function routeOf(c: Context<Env>): string {
+  return matchedRoutes(c).find((r) => r.path !== '/*' && r.path !== '*')?.path ?? '/*';
+}
+
+/**
+ * Counts every request by method, route pattern (so `/tasks/:id`, and `/*` for no route) and status, and times it; a POST /tasks also counts as a submission by type
+ * and outcome. The submit time leaves out answers that waited for the task (`?wait=`, 200).
+ */
+export function httpMetrics(metrics: Metrics): MiddlewareHandler<Env> {
+  return async (c, next) => {
+    const start = performance.now();
+    await next();
+    const route = routeOf(c);
+    const method = c.req.method;
+    metrics.httpRequests.inc({ method, route, status: String(c.res.status) });
+    metrics.httpSeconds.observe({ method, route }, secondsSince(start));
+    if (method === 'POST' && route === '/tasks') {
+      const outcome = submitOutcome(c);
+      const type = submitTypes.get(c.req.raw);
+      metrics.submitted.inc({ type: type === undefined ? 'other' : metrics.type(type), outcome });
+      if (c.res.status !== 200) metrics.submitSeconds.observe({ outcome }, secondsSince(start));
+    }
+  };
+}
+
+export function mountObservability(
+  app: Hono<Env>,
+  deps: {
+    store: TaskStore;
+    metrics: Metrics | undefined;
+    backlog: (() => Promise<Backlog>) | undefined;
+    caller: (c: Context<Env>, scope: 'tasks:read') => Promise<Principal>;
+  },
+): void {
+  const { store, metrics, caller } = deps;
+  const backlog = deps.backlog ?? (() => Promise.resolve({ high: null, normal: null, low: null }));
+
+  if (metrics) {
+    app.get('/metrics', async (c) => {
+      const { body, contentType } = await metrics.scrape();
+      return c.body(body, 200, { 'Content-Type': contentType });
+    });
+  }
+
+  app.get('/stats', async (c) => {
+    const p = await caller(c, 'tasks:read');
+    const [counts, queued, workers] = await Promise.all([store.countTasks(p.tenant), backlog(), store.workers()]);
+    return c.json(toStatsView(p.tenant, counts, queued, workers));
+  });
+}
