@@ -23,6 +23,7 @@ import { Authenticator, requireScope, type AppEnv, type AuthOptions, type Defaul
 import { renderError, validationError } from './errors.ts';
 import { rateLimitHeaders } from './limits.ts';
 import { readSubmission } from './request.ts';
+import { buildOpenApiDocument, isPublicDocsPath, mountDocs } from './openapi.ts';
 import { decodeCursor, encodeCursor, getQuery, listQuery, postQuery } from './schemas.ts';
 import { submitTask } from './submit.ts';
 import { followEvents, waitForEnd } from './watch.ts';
@@ -108,9 +109,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   app.use('*', accessLog(logger)); // before auth, so 401s are logged too
   if (deps.metrics) app.use('*', httpMetrics(deps.metrics));
-  // Every route but the probes needs a key (with AUTH=keys).
+  // Every route but the probes and the docs needs a key (with AUTH=keys).
   app.use('*', async (c, next) => {
-    if (c.req.path === '/healthz' || c.req.path === '/readyz' || c.req.path === '/metrics') return next();
+    if (c.req.path === '/healthz' || c.req.path === '/readyz' || c.req.path === '/metrics' || isPublicDocsPath(c.req.path)) return next();
     c.set('principal', await auth.authenticate(c.req.header('authorization')));
     return next();
   });
@@ -295,6 +296,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   mountAdmin(app, { store, logger, limits, caller });
   mountObservability(app, { store, metrics: deps.metrics, backlog: deps.backlog, caller });
+  mountDocs(app, () => buildOpenApiDocument(registry, { maxWaitSeconds: maxWait, bodyLimit: options.bodyLimit, metrics: deps.metrics !== undefined }));
 
   const notAllowed = (allow: string) => (c: Context<Env>) => {
     throw new MethodNotAllowedError(c.req.method, allow);
