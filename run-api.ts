@@ -2,6 +2,7 @@
  * The API process (`npm run api`). With BROKER=memory — the default, `npm start` — it is the
  * embedded mode: the API and a worker in one process, nothing else to install.
  */
+import { startTracing } from './common/tracing.ts';
 import { serve } from '@hono/node-server';
 import { createApp } from './api/app.ts';
 import { startRelay } from './common/relay.ts';
@@ -25,6 +26,8 @@ import { Metrics } from './common/metrics.ts';
 import { backlogProbe } from './common/backlog.ts';
 
 const config = loadConfigOrExit();
+// Traces are exported only when OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set.
+const tracing = await startTracing('agent-task-queue-api');
 const embedded = config.broker === 'memory';
 const logger = processLogger(config, embedded ? 'embedded' : 'api');
 // One registry for the process: with the worker in process, /metrics shows both.
@@ -98,5 +101,6 @@ onShutdown(logger, () =>
     ['relay', () => relay.stop()],
     ['broker', () => broker.close({ graceMs: 1000 })],
     ['store', () => store.close()],
+    ['tracing', () => tracing?.shutdown()],
   ]),
 );

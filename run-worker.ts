@@ -1,4 +1,5 @@
 /** A worker process: one member of the consumer group. `npm run worker`. */
+import { startTracing } from './common/tracing.ts';
 import { startRelay } from './common/relay.ts';
 import {
   closeAll,
@@ -18,6 +19,8 @@ import { Metrics } from './common/metrics.ts';
 import { serveMetrics } from './common/metrics-server.ts';
 
 const config = loadConfigOrExit();
+// Traces are exported only when OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set.
+const tracing = await startTracing('agent-task-queue-worker');
 const logger = processLogger(config, 'worker');
 if (config.broker === 'memory') {
   logger.error('BROKER=memory lives inside one process: run `npm start` for the embedded mode, or set BROKER=kafka|rocketmq');
@@ -44,6 +47,7 @@ onShutdown(logger, () =>
     ['relay', () => relay.stop()],
     ['broker', () => broker.close({ graceMs: 1000 })],
     ['store', () => store.close()],
+    ['tracing', () => tracing?.shutdown()],
   ]),
 );
 await worker.start();

@@ -26,6 +26,7 @@ import { readSubmission } from './request.ts';
 import { buildOpenApiDocument, isPublicDocsPath, mountDocs } from './openapi.ts';
 import { decodeCursor, encodeCursor, getQuery, listQuery, postQuery } from './schemas.ts';
 import { submitTask } from './submit.ts';
+import { traceRequests } from './tracing.ts';
 import { followEvents, waitForEnd } from './watch.ts';
 
 export interface AppDeps {
@@ -107,6 +108,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.onError((err, c) => renderError(c, err, logger));
   app.notFound((c) => renderError(c, new NotFoundError(`no route for ${c.req.method} ${c.req.path}`), logger));
 
+  app.use('*', traceRequests); // the server span first: the access line inside it carries its trace id
   app.use('*', accessLog(logger)); // before auth, so 401s are logged too
   if (deps.metrics) app.use('*', httpMetrics(deps.metrics));
   // Every route but the probes and the docs needs a key (with AUTH=keys).

@@ -15,6 +15,7 @@ import { requestOutgoing, requestTopicFor } from '../common/messages.ts';
 import { costOf, type TaskRegistry } from '../common/registry.ts';
 import type { Admission, RateState, TaskStore } from '../common/store/port.ts';
 import type { NewTask, Priority, TaskError, TaskRecord } from '../common/task.ts';
+import { SpanKind, inSpan, traceHeaders } from '../common/tracing.ts';
 import { rateLimitHeaders } from './limits.ts';
 
 export interface SubmitDeps {
@@ -76,8 +77,22 @@ function admissionOf(deps: SubmitDeps, req: SubmitRequest): Admission {
 }
 
 /** Submits a task for `tenant` (the tenant of the caller's API key). */
-export async function submitTask(deps: SubmitDeps, tenant: string, req: SubmitRequest, idempotencyKey?: string): Promise<SubmitResult> {
-  const task: NewTask = { id: randomUUID(), createdAt: Date.now(), tenant, ...req };
+export function submitTask(deps: SubmitDeps, tenant: string, req: SubmitRequest, idempotencyKey?: string): Promise<SubmitResult> {
+  const id = randomUUID();
+  // The producer span of the task: its context is stored with the record and sent in the
+  // message headers, so the worker's span (and a relay republish, and every retry) is its child.
+  return inSpan(`submit ${req.type}`, { kind: SpanKind.PRODUCER, attributes: { 'atq.task_id': id, 'atq.tenant': tenant, 'atq.type': req.type } }, () =>
+    submitTraced(deps, { id, createdAt: Date.now(), tenant, ...req, traceContext: traceHeaders() }, req, idempotencyKey),
+  );
+}
+
+async function submitTraced(
+  deps: SubmitDeps,
+  task: NewTask & { tenant: string },
+  req: SubmitRequest,
+  idempotencyKey: string | undefined,
+): Promise<SubmitResult> {
+  const { tenant } = task;
   // Only a request with an Idempotency-Key needs its fingerprint (a hash of the whole input).
   const idem = idempotencyKey === undefined ? undefined : { key: idempotencyKey, fingerprint: fingerprint(req), ttlSeconds: deps.idempotencyTtlSeconds };
   const admission = admissionOf(deps, req);

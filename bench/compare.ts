@@ -53,6 +53,8 @@ const { values } = parseArgs({
     'isolate-brokers': { type: 'boolean', default: false },
     /** API keys on our systems (the production default on a real broker), or off. BullMQ's front has none. */
     auth: { type: 'string', default: 'keys' },
+    /** Export traces from our systems (OTLP/HTTP) to a sink this process runs, to measure tracing's cost. */
+    tracing: { type: 'boolean', default: false },
   },
 });
 
@@ -80,6 +82,11 @@ const WORKER_CONC = Math.round(positive('worker-concurrency', values['worker-con
 const WARMUP = Math.round(positive('warmup', values.warmup, true));
 const ISOLATE = values['isolate-brokers'] ?? false;
 const AUTH = values.auth ?? 'keys';
+const TRACING = values.tracing ?? false;
+/** OTEL_* settings for our processes when --tracing: every span exported to the sink. */
+let otelEnv: Record<string, string> = {};
+/** OTLP export requests the sink took (each a batch of spans). */
+let otlpExports = 0;
 if (AUTH !== 'keys' && AUTH !== 'off') throw new Error(`--auth: keys or off (got ${AUTH})`);
 
 const log = (msg: string) => process.stderr.write(`[compare ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
@@ -360,6 +367,7 @@ async function startSystem(name: SystemName, svc: Services): Promise<RunningSyst
         startChild('embedded', 'run-api.ts', {
           BROKER: 'memory',
           AUTH,
+          ...otelEnv,
           LOG_LEVEL: 'warn',
           API_HOST: '127.0.0.1',
           API_PORT: '0',
@@ -377,6 +385,7 @@ async function startSystem(name: SystemName, svc: Services): Promise<RunningSyst
       BROKER: name,
       STORE: 'redis',
       AUTH,
+      ...otelEnv,
       LOG_LEVEL: 'warn',
       REDIS_KEY_PREFIX: `bench${run}:`,
       MQ_TOPIC_REQUEST: `bench-${run}-req`,
@@ -759,7 +768,7 @@ function renderMarkdown(
   out.push(`- command: \`${meta.command}\``);
   out.push(
     `- settings: ${TASKS} tasks closed loop with ${CONC} requests in flight, ${WARMUP} warm-up tasks; ${WORKERS} worker processes × concurrency ${WORKER_CONC} ` +
-      `(memory: one process, worker concurrency ${WORKERS * WORKER_CONC}); demo \`agent\` task, no simulated delay; all on one machine with the load generator; ours with AUTH=${AUTH}${AUTH === 'keys' ? " (every request carries an API key; BullMQ's front checks none)" : ''}`,
+      `(memory: one process, worker concurrency ${WORKERS * WORKER_CONC}); demo \`agent\` task, no simulated delay; all on one machine with the load generator; ours with tracing ${TRACING ? 'on (every span exported over OTLP/HTTP to a sink in the load generator)' : 'off'}, AUTH=${AUTH}${AUTH === 'keys' ? " (every request carries an API key; BullMQ's front checks none)" : ''}`,
   );
   out.push('');
   out.push(`## Closed loop: ${TASKS} tasks, ${CONC} in flight`, '');
@@ -886,6 +895,22 @@ const command = commandLine();
 const loadAtStart = loadavg()
   .map((x) => x.toFixed(2))
   .join(' ');
+
+if (TRACING) {
+  // A sink that takes every export and counts its bytes: the cost measured is our side's.
+  const sink = createServer((req, res) => {
+    req.on('data', () => undefined);
+    req.on('end', () => {
+      otlpExports++;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', () => resolve()));
+  sink.unref();
+  const addr = sink.address();
+  otelEnv = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}` };
+  log(`tracing on: exporting to ${otelEnv.OTEL_EXPORTER_OTLP_ENDPOINT}`);
+}
 
 const services: Services = { env: {}, handles: [], failed: {}, runDir: mkdtempSync(join(ensureDir(join(CACHE_DIR, 'bench-runs')), 'compare-')) };
 const serviceStarts: { name: string; start_seconds: number }[] = [];
@@ -1018,6 +1043,7 @@ try {
           workers: WORKERS,
           worker_concurrency: WORKER_CONC,
           auth: AUTH,
+          tracing: TRACING,
           warmup: WARMUP,
         },
         services: serviceStarts,
@@ -1030,6 +1056,7 @@ try {
     )}\n`,
   );
   log(`wrote ${relative(REPO_ROOT, base)}.md and .json`);
+  if (TRACING) log(`tracing: the sink took ${otlpExports} OTLP export requests`);
 } finally {
   await redis?.close().catch(() => undefined);
   redis = undefined;

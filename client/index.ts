@@ -6,6 +6,7 @@
 import { backoffMs, sleep as pause } from '../common/backoff.ts';
 import type { Priority, TaskError, TaskStatus } from '../common/task.ts';
 import type { AcceptedView, QuotaView, StatsView, WorkerView, TaskEventData, TaskEventName, TaskEventView, TaskListView, TaskView } from '../common/views.ts';
+import { traceHeaders } from '../common/tracing.ts';
 import { parseSse, type SseMessage } from './sse.ts';
 
 export type { Priority, TaskError, TaskStatus };
@@ -461,6 +462,8 @@ export class TaskClient {
     const headers = new Headers({ accept: 'application/json' });
     for (const [k, v] of Object.entries({ ...this.headers, ...call.headers })) headers.set(k, v);
     if (this.apiKey !== undefined) headers.set('authorization', `Bearer ${this.apiKey}`);
+    // The caller's trace context (W3C traceparent), when it runs inside a span: the task's trace continues it.
+    for (const [k, v] of Object.entries(traceHeaders())) headers.set(k, v);
     const keySent = headers.has('authorization');
     let body: string | undefined;
     if (call.body !== undefined) {

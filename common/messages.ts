@@ -2,17 +2,19 @@
 import type { OutgoingMessage } from './broker/port.ts';
 import { DEFAULT_TENANT, PRIORITIES, toRequestMessage, toResultMessage, type Priority, type RequestFields, type TaskRecord } from './task.ts';
 
+/** A request message; its headers carry the task's trace context (W3C `traceparent`). */
 export function requestOutgoing(task: RequestFields): OutgoingMessage {
-  const headers = { type: task.type, tenant: task.tenant ?? DEFAULT_TENANT };
+  const headers = { ...task.traceContext, type: task.type, tenant: task.tenant ?? DEFAULT_TENANT };
   return { key: task.id, body: JSON.stringify(toRequestMessage(task)), tag: task.type, headers };
 }
 
-export function resultOutgoing(task: TaskRecord): OutgoingMessage {
+/** A result message; `traceContext` (the publisher's active one) goes in its headers. */
+export function resultOutgoing(task: TaskRecord, traceContext: Record<string, string> = {}): OutgoingMessage {
   return {
     key: task.id,
     body: JSON.stringify(toResultMessage(task)),
     tag: task.type,
-    headers: { type: task.type, status: task.status, tenant: task.tenant },
+    headers: { ...traceContext, type: task.type, status: task.status, tenant: task.tenant },
   };
 }
 

@@ -7,6 +7,7 @@ import type { Broker } from './broker/port.ts';
 import { retrying } from './backoff.ts';
 import { UnavailableError } from './errors.ts';
 import { resultOutgoing } from './messages.ts';
+import { SpanKind, inSpan, traceHeaders } from './tracing.ts';
 import type { TaskStore } from './store/port.ts';
 import type { TaskRecord } from './task.ts';
 
@@ -14,7 +15,10 @@ import type { TaskRecord } from './task.ts';
 export const storeRetry = { tries: 5, baseMs: 200, maxMs: 2000, retriable: (e: unknown) => e instanceof UnavailableError };
 
 /** Publishes the result of an ended task, then notes in the store that it is out. */
-export async function publishResult(broker: Broker, store: TaskStore, topic: string, task: TaskRecord): Promise<void> {
-  await broker.publish(topic, resultOutgoing(task));
-  await retrying(() => store.markResultPublished(task.id), storeRetry);
+export function publishResult(broker: Broker, store: TaskStore, topic: string, task: TaskRecord): Promise<void> {
+  // The result message carries the trace on to downstream consumers.
+  return inSpan(`publish ${topic}`, { kind: SpanKind.PRODUCER, attributes: { 'atq.task_id': task.id, 'atq.status': task.status } }, async () => {
+    await broker.publish(topic, resultOutgoing(task, traceHeaders()));
+    await retrying(() => store.markResultPublished(task.id), storeRetry);
+  });
 }

@@ -57,6 +57,8 @@ export interface TaskRecord {
   quotaWindow: number | null;
   /** The tenant's quota was short, so the type's cheaper input runs instead (seed 000). */
   downgraded: boolean;
+  /** W3C trace context (`traceparent`, `tracestate`) of its submission; {} when untraced. Republishes carry it on. */
+  traceContext: Record<string, string>;
   createdAt: number;
   startedAt: number | null;
   finishedAt: number | null;
@@ -94,6 +96,8 @@ export interface NewTask {
   id: string;
   /** Default: DEFAULT_TENANT. */
   tenant?: string;
+  /** Trace context of the submission (see TaskRecord.traceContext). */
+  traceContext?: Record<string, string>;
   type: string;
   input: unknown;
   userId: string | null;
@@ -135,7 +139,10 @@ export interface ResultMessage {
 /** Epoch ms as ISO 8601, the form of every time on the wire. */
 export const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
-export type RequestFields = Pick<TaskRecord, 'id' | 'type' | 'input' | 'userId' | 'priority' | 'createdAt'> & { tenant?: string };
+export type RequestFields = Pick<TaskRecord, 'id' | 'type' | 'input' | 'userId' | 'priority' | 'createdAt'> & {
+  tenant?: string;
+  traceContext?: Record<string, string>;
+};
 
 export function toRequestMessage(t: RequestFields): RequestMessage {
   return {

@@ -11,7 +11,8 @@ import { groupFor, requestTopicFor } from '../common/messages.ts';
 import type { TaskRegistry, TaskType } from '../common/registry.ts';
 import { publishResult, storeRetry } from '../common/results.ts';
 import type { CancelWatch, TaskStore, TransitionCode } from '../common/store/port.ts';
-import { PRIORITIES, requestMessageSchema, type HandlerEvent, type Priority, type TaskError, type TaskRecord } from '../common/task.ts';
+import { PRIORITIES, requestMessageSchema, type HandlerEvent, type Priority, type RequestMessage, type TaskError, type TaskRecord } from '../common/task.ts';
+import { SpanKind, contextFrom, inSpan, trace } from '../common/tracing.ts';
 import { runAttempt, type AttemptOutcome } from './attempt.ts';
 import { PriorityGate } from './priority-gate.ts';
 import type { Metrics } from '../common/metrics.ts';
@@ -119,7 +120,6 @@ export class Worker {
 
   /** Processes one delivery. Resolving acknowledges it; throwing gets it redelivered. */
   async handle(d: Delivery): Promise<Outcome> {
-    const { store, registry, options } = this.deps;
     let body: unknown;
     try {
       body = JSON.parse(d.body);
@@ -132,12 +132,27 @@ export class Worker {
       return this.poison(d, 'schema_mismatch', `not a request message: ${first ? `${first.path.join('.')}: ${first.message}` : 'invalid'}`);
     }
     const msg = parsed.data;
-    const log = this.deps.logger.child({ task_id: msg.task_id, type: msg.type });
-
-    const claim = await store.claim(msg.task_id, options.id, options.leaseMs, {
-      maxRunning: options.maxRunningPerTenant ?? 0,
-      throttleMs: options.throttleMs ?? 1000,
+    // The span of this delivery continues the trace of the submission (the message's traceparent).
+    const attributes = { 'atq.task_id': msg.task_id, 'atq.type': msg.type, 'atq.tenant': msg.tenant, 'messaging.message.delivery_attempt': d.attempt };
+    return inSpan(`process ${msg.type}`, { kind: SpanKind.CONSUMER, parent: contextFrom(d.headers), attributes }, async (span) => {
+      const outcome = await this.process(d, msg);
+      span.setAttribute('atq.outcome', outcome);
+      return outcome;
     });
+  }
+
+  private async process(d: Delivery, msg: RequestMessage): Promise<Outcome> {
+    const { store, registry, options } = this.deps;
+    const log = this.deps.logger.child({ task_id: msg.task_id, type: msg.type });
+    const claim = await inSpan('claim', {}, async (span) => {
+      const r = await store.claim(msg.task_id, options.id, options.leaseMs, {
+        maxRunning: options.maxRunningPerTenant ?? 0,
+        throttleMs: options.throttleMs ?? 1000,
+      });
+      span.setAttribute('atq.claim', r.outcome);
+      return r;
+    });
+    if (claim.outcome !== 'missing') trace.getActiveSpan()?.setAttribute('atq.attempt', claim.task.attempt);
     switch (claim.outcome) {
       case 'missing':
         return this.poison(d, 'unknown_task', `no record for task ${msg.task_id} (expired or never created)`);
@@ -224,7 +239,7 @@ export class Worker {
     if (outcome.ok || outcome.ran) this.stats.handlerRuns++;
 
     if (outcome.ok) {
-      const r = await retrying(() => store.complete(task.id, options.id, outcome.result ?? null, outcome.events), storeRetry);
+      const r = await inSpan('store done', {}, () => retrying(() => store.complete(task.id, options.id, outcome.result ?? null, outcome.events), storeRetry));
       if (r.code !== 'ok') return this.notOurs(task.id, r.code, log);
       this.stats.done++;
       this.ended(r.task, 'done');
@@ -236,7 +251,9 @@ export class Worker {
     const error = toTaskError(outcome.error);
     if (error.retriable && task.attempt < maxAttempts) {
       const delay = backoffMs(task.attempt, options.retryBaseMs, options.retryMaxMs);
-      const r = await retrying(() => store.retryLater(task.id, options.id, error, Date.now() + delay, outcome.events), storeRetry);
+      const r = await inSpan('store retry', {}, () =>
+        retrying(() => store.retryLater(task.id, options.id, error, Date.now() + delay, outcome.events), storeRetry),
+      );
       if (r.code !== 'ok') return this.notOurs(task.id, r.code, log);
       this.stats.retried++;
       this.ended(task, 'retry');
@@ -249,7 +266,7 @@ export class Worker {
   /** The last attempt failed (or cannot be retried): failed in the store, a failure result, and the message to the dead letters. */
   private async finishFailed(d: Delivery, task: TaskRecord, error: TaskError, log: Logger, events: HandlerEvent[] = []): Promise<Outcome> {
     const { store, options } = this.deps;
-    const r = await retrying(() => store.fail(task.id, options.id, error, events), storeRetry);
+    const r = await inSpan('store failed', {}, () => retrying(() => store.fail(task.id, options.id, error, events), storeRetry));
     if (r.code !== 'ok') return this.notOurs(task.id, r.code, log);
     this.stats.failed++;
     this.ended(r.task, 'failed');

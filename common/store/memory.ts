@@ -228,6 +228,7 @@ export class MemoryTaskStore implements TaskStore {
         cost,
         quotaWindow,
         downgraded,
+        traceContext: { ...task.traceContext },
         startedAt: null,
         finishedAt: null,
         updatedAt: now,

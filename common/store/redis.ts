@@ -114,6 +114,7 @@ function toRecord(h: Record<string, string>, output = ''): TaskRecord {
     cost: num(h.cost) ?? 0,
     quotaWindow: num(h.quota_window),
     downgraded: h.downgraded === '1',
+    traceContext: h.trace ? (JSON.parse(h.trace) as Record<string, string>) : {},
     createdAt: num(h.created_at) ?? 0,
     startedAt: num(h.started_at),
     finishedAt: num(h.finished_at),
@@ -317,6 +318,7 @@ export class RedisTaskStore implements TaskStore {
       created_at: task.createdAt,
       updated_at: task.createdAt,
     };
+    if (task.traceContext && Object.keys(task.traceContext).length > 0) fields.trace = json(task.traceContext);
     const k = this.keys;
     const keys = [
       k.task(id),
