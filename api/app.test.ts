@@ -226,6 +226,13 @@ describe('GET /tasks/:id', () => {
 });
 
 describe('health', () => {
+  it('answers 404 for /metrics when the app has no metrics (not a 405 that names GET)', async () => {
+    const { app } = setup();
+    const res = await app.request('http://localhost/metrics');
+    expect(res.status).toBe(404);
+    expect(res.headers.get('allow')).toBeNull();
+  });
+
   it('/healthz is ok; /readyz is 503 when a dependency is down', async () => {
     const store = new MemoryTaskStore();
     const { app } = setup({ store });

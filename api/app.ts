@@ -307,7 +307,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.all('/tasks/:id', notAllowed('GET, DELETE'));
   app.all('/tasks/:id/events', notAllowed('GET'));
   app.all('/quota', notAllowed('GET'));
-  for (const [path, allow] of [...ADMIN_METHODS, ...OBSERVABILITY_METHODS]) app.all(path, notAllowed(allow));
+  // /metrics exists only when the app has metrics: without them it is a 404, not a 405.
+  const observed = OBSERVABILITY_METHODS.filter(([path]) => path !== '/metrics' || deps.metrics !== undefined);
+  for (const [path, allow] of [...ADMIN_METHODS, ...observed]) app.all(path, notAllowed(allow));
 
   return app;
 }
