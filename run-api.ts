@@ -27,7 +27,7 @@ import { backlogProbe } from './common/backlog.ts';
 
 const config = loadConfigOrExit();
 // Traces are exported only when OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set.
-const tracing = await startTracing('agent-task-queue-api');
+const tracing = await startTracing('agent-task-queue-api', config.tracing);
 const embedded = config.broker === 'memory';
 const logger = processLogger(config, embedded ? 'embedded' : 'api');
 // One registry for the process: with the worker in process, /metrics shows both.

@@ -20,7 +20,7 @@ import { serveMetrics } from './common/metrics-server.ts';
 
 const config = loadConfigOrExit();
 // Traces are exported only when OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set.
-const tracing = await startTracing('agent-task-queue-worker');
+const tracing = await startTracing('agent-task-queue-worker', config.tracing);
 const logger = processLogger(config, 'worker');
 if (config.broker === 'memory') {
   logger.error('BROKER=memory lives inside one process: run `npm start` for the embedded mode, or set BROKER=kafka|rocketmq');

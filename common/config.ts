@@ -94,6 +94,11 @@ const envSchema = z.object({
   // Observability (issue 11). OTEL_* variables are read by the OpenTelemetry SDK itself.
   LOG_PAYLOADS: z.stringbool().default(false),
   METRICS_PORT: int(0, 0, 65535),
+  // Read here only to decide whether to start the SDK (which reads every OTEL_* itself).
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.string().optional(),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.string().optional(),
+  OTEL_SDK_DISABLED: z.stringbool().default(false),
+  OTEL_SERVICE_NAME: z.string().optional(),
   WORKER_HEARTBEAT_MS: int(5000, 500, 600_000),
 
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
@@ -156,6 +161,8 @@ export interface Config {
   /** First delay before a task over its tenant's running cap is offered again (doubling, to 16×). */
   throttleMs: number;
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'pretty' | 'json'; payloads: boolean };
+  /** Start the OpenTelemetry SDK (an OTLP endpoint is set and the SDK is not disabled); `serviceName` overrides ours. */
+  tracing: { enabled: boolean; serviceName: string | undefined };
   /** Port of a worker's /metrics (0 = none). */
   metricsPort: number;
   /** How often a worker renews its entry in the live-worker list. */
@@ -243,6 +250,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     throttleMs: e.TENANT_THROTTLE_MS,
     log: { level: e.LOG_LEVEL, format: e.LOG_FORMAT, payloads: e.LOG_PAYLOADS },
+    tracing: {
+      enabled: Boolean(e.OTEL_EXPORTER_OTLP_ENDPOINT || e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) && !e.OTEL_SDK_DISABLED,
+      serviceName: e.OTEL_SERVICE_NAME,
+    },
     metricsPort: e.METRICS_PORT,
     heartbeatMs: e.WORKER_HEARTBEAT_MS,
   };

@@ -15,10 +15,6 @@ export const tracer = trace.getTracer('agent-task-queue');
 
 export type ServiceName = 'agent-task-queue-api' | 'agent-task-queue-worker';
 
-/** Whether the environment asks for traces to be exported. */
-export const tracingWanted = (env: Record<string, string | undefined> = process.env): boolean =>
-  Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) && env.OTEL_SDK_DISABLED !== 'true';
-
 let started = false;
 /** Whether this process exports traces (startTracing ran): cheap paths skip span work when not. */
 export const isTracing = (): boolean => started;
@@ -27,13 +23,13 @@ export interface Tracing {
   shutdown(): Promise<void>;
 }
 
-/** Starts the Node SDK when `tracingWanted()`; loaded on demand, so a process without it pays nothing. */
-export async function startTracing(serviceName: ServiceName): Promise<Tracing | undefined> {
-  if (!tracingWanted()) return undefined;
+/** Starts the Node SDK when the config asks for it (Config.tracing); loaded on demand, so a process without it pays nothing. */
+export async function startTracing(serviceName: ServiceName, opts: { enabled: boolean; serviceName: string | undefined }): Promise<Tracing | undefined> {
+  if (!opts.enabled) return undefined;
   const [{ NodeSDK }, { OTLPTraceExporter }] = await Promise.all([import('@opentelemetry/sdk-node'), import('@opentelemetry/exporter-trace-otlp-http')]);
   // OTEL_SERVICE_NAME, when set, wins (the SDK reads it); traces only: no metrics or logs pipeline.
   const sdk = new NodeSDK({
-    serviceName: process.env.OTEL_SERVICE_NAME ?? serviceName,
+    serviceName: opts.serviceName ?? serviceName,
     traceExporter: new OTLPTraceExporter(),
     instrumentations: [],
     metricReaders: [],
