@@ -237,42 +237,67 @@ export class KafkaBroker implements Broker {
       if (next !== undefined) commit(partition, next);
     };
 
-    await consumer.connect();
-    await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });
-    await consumer.run({
-      autoCommit: false,
-      eachMessage: async (payload) => {
-        const { partition, message } = payload;
-        const offset = BigInt(message.offset);
-        let tracker = trackers.get(partition);
-        if (!tracker) trackers.set(partition, (tracker = new OffsetTracker()));
-        // Re-read after a rebalance while the first delivery still runs: skip it.
-        if (tracker.has(offset)) return;
-        const ok = await slots.acquire(
-          () => payload.heartbeat(),
-          1000,
-          () => stopping,
+    const start = async () => {
+      await consumer.connect();
+      await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });
+      await runConsumer();
+    };
+    // kafkajs restarts a consumer that crashed on a retriable error, but one that crashed on
+    // any other (seen after a broker restart: the group coordinator's answers while it reloads)
+    // stays stopped for good, and its partitions' messages would wait forever. Restart it here.
+    let restarts = 0;
+    consumer.on(consumer.events.CRASH, ({ payload }) => {
+      if (payload.restart || stopping || this.closed) return;
+      const delay = Math.min(1000 * 2 ** Math.min(restarts++, 4), 15_000);
+      log.warn('kafka consumer crashed; restarting it', { err: errorMessage(payload.error), in_ms: delay });
+      const again = () => {
+        if (stopping || this.closed) return;
+        start().then(
+          () => (restarts = 0),
+          (err: unknown) => {
+            log.warn('kafka consumer restart failed; trying again', { err: errorMessage(err) });
+            setTimeout(again, Math.min(1000 * 2 ** Math.min(restarts++, 4), 15_000)).unref();
+          },
         );
-        if (!ok) return; // stopping: left uncommitted for the next member
-        tracker.start(offset);
-        const headers = headersToRecord(message.headers);
-        const attempt = Number(headers[ATTEMPT_HEADER] ?? '1');
-        const { [TAG_HEADER]: tag, [ATTEMPT_HEADER]: _attempt, ...userHeaders } = headers;
-        const d: Delivery = {
-          topic,
-          key: message.key?.toString() ?? '',
-          body: message.value?.toString() ?? '',
-          tag,
-          headers: userHeaders,
-          attempt: Number.isFinite(attempt) && attempt >= 1 ? attempt : 1,
-        };
-        const run = runDelivery(partition, offset, d).finally(() => {
-          slots.release();
-          running.delete(run);
-        });
-        running.add(run);
-      },
+      };
+      setTimeout(again, delay).unref();
     });
+    const runConsumer = () =>
+      consumer.run({
+        autoCommit: false,
+        eachMessage: async (payload) => {
+          const { partition, message } = payload;
+          const offset = BigInt(message.offset);
+          let tracker = trackers.get(partition);
+          if (!tracker) trackers.set(partition, (tracker = new OffsetTracker()));
+          // Re-read after a rebalance while the first delivery still runs: skip it.
+          if (tracker.has(offset)) return;
+          const ok = await slots.acquire(
+            () => payload.heartbeat(),
+            1000,
+            () => stopping,
+          );
+          if (!ok) return; // stopping: left uncommitted for the next member
+          tracker.start(offset);
+          const headers = headersToRecord(message.headers);
+          const attempt = Number(headers[ATTEMPT_HEADER] ?? '1');
+          const { [TAG_HEADER]: tag, [ATTEMPT_HEADER]: _attempt, ...userHeaders } = headers;
+          const d: Delivery = {
+            topic,
+            key: message.key?.toString() ?? '',
+            body: message.value?.toString() ?? '',
+            tag,
+            headers: userHeaders,
+            attempt: Number.isFinite(attempt) && attempt >= 1 ? attempt : 1,
+          };
+          const run = runDelivery(partition, offset, d).finally(() => {
+            slots.release();
+            running.delete(run);
+          });
+          running.add(run);
+        },
+      });
+    await start();
 
     let closing: Promise<void> | undefined;
     const sub: Subscription = {
