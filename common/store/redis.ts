@@ -757,7 +757,7 @@ export class RedisTaskStore implements TaskStore {
 }
 
 /** A node-redis client (or cluster client) with our timeouts and reconnect policy. */
-function createRedisClient(opts: RedisConnectionOptions): Client {
+export function createRedisClient(opts: RedisConnectionOptions): Client {
   const url = opts.url ? new URL(opts.url) : undefined;
   if (url && url.protocol !== 'redis:' && url.protocol !== 'rediss:')
     throw new TypeError(`REDIS_URL must start with redis:// or rediss:// (got ${url.protocol})`);
