@@ -6,7 +6,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['api/**/*.test.ts', 'worker/**/*.test.ts', 'common/**/*.test.ts', 'client/**/*.test.ts', 'infra/**/*.test.ts'],
+          include: ['api/**/*.test.ts', 'worker/**/*.test.ts', 'common/**/*.test.ts', 'client/**/*.test.ts', 'mcp/**/*.test.ts', 'infra/**/*.test.ts'],
         },
       },
       {

@@ -24,6 +24,7 @@ import { renderError, validationError } from './errors.ts';
 import { rateLimitHeaders } from './limits.ts';
 import { readSubmission } from './request.ts';
 import { buildOpenApiDocument, isPublicDocsPath, mountDocs } from './openapi.ts';
+import { mountMcp } from './mcp.ts';
 import { decodeCursor, encodeCursor, getQuery, listQuery, postQuery } from './schemas.ts';
 import { submitTask } from './submit.ts';
 import { traceRequests } from './tracing.ts';
@@ -298,6 +299,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   mountAdmin(app, { store, logger, limits, caller });
   mountObservability(app, { store, metrics: deps.metrics, backlog: deps.backlog, caller });
+  mountMcp(app, { logger, bodyLimit: options.bodyLimit, shutdownSignal: deps.shutdownSignal }); // POST /mcp: the agent tools, as the caller
   mountDocs(app, () => buildOpenApiDocument(registry, { maxWaitSeconds: maxWait, bodyLimit: options.bodyLimit, metrics: deps.metrics !== undefined }));
 
   const notAllowed = (allow: string) => (c: Context<Env>) => {

@@ -610,6 +610,51 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
         },
       },
     },
+    '/mcp': {
+      description: 'Other methods answer 405 with `Allow: POST`: the server is stateless, with no session to hold a GET stream or to DELETE.',
+      post: {
+        operationId: 'mcp',
+        tags: ['agents'],
+        summary: 'The MCP server for agents (Model Context Protocol, streamable HTTP)',
+        description:
+          'JSON-RPC 2.0 messages of the Model Context Protocol: `initialize`, `tools/list`, `tools/call`. The tools are seed 002’s: `submit_task`, `check_task`, `wait_for_tasks`, `get_task_results`, `list_tasks`, `cancel_task`, `submit_workflow`, plus `get_quota` and `get_statistics`; their input schemas are in `tools/list`. Each tool call runs as the caller: it calls the route it stands for with this request’s `Authorization`, so it needs that route’s scope, counts against the tenant’s limits, and a refusal comes back as a tool result with `isError` and the API’s error. Send `Accept: application/json, text/event-stream`.',
+        security: [{ bearerAuth: [] }],
+        requestBody: {
+          required: true,
+          content: json(
+            { type: ['object', 'array'], description: 'A JSON-RPC 2.0 message, or a batch of them.' },
+            {
+              list: { summary: 'List the tools', value: { jsonrpc: '2.0', id: 1, method: 'tools/list' } },
+              call: {
+                summary: 'Submit a task',
+                value: {
+                  jsonrpc: '2.0',
+                  id: 2,
+                  method: 'tools/call',
+                  params: { name: 'submit_task', arguments: { type: 'agent', input: { content: '机械键盘降价了' } } },
+                },
+              },
+            },
+          ),
+        },
+        responses: {
+          '200': {
+            description:
+              'The answers to the request’s messages, as server-sent events (`event: message`, `data:` a JSON-RPC response); progress notifications of wait_for_tasks come first when the call asked for them.',
+            content: { 'text/event-stream': { schema: { type: 'string' } }, 'application/json': { schema: { type: ['object', 'array'] } } },
+          },
+          '202': { description: 'Accepted: the body held only notifications or responses.' },
+          '400': { description: 'Not a JSON-RPC message: a JSON-RPC error object.', content: json({ type: 'object' }) },
+          '401': responseRef('Unauthorized'),
+          '406': {
+            description: 'The Accept header lacks `application/json` or `text/event-stream`: a JSON-RPC error object.',
+            content: json({ type: 'object' }),
+          },
+          '413': { description: `The body is over API_BODY_LIMIT (here ${opts.bodyLimit} bytes): a JSON-RPC error object.`, content: json({ type: 'object' }) },
+          '415': { description: 'The body is not `application/json`: a JSON-RPC error object.', content: json({ type: 'object' }) },
+        },
+      },
+    },
     ...(opts.metrics
       ? {
           '/metrics': {
@@ -855,6 +900,7 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
       { name: 'admin', description: 'API keys and tenants’ limits (scope `admin`).' },
       { name: 'probes', description: 'Liveness and readiness, without a key.' },
       { name: 'docs', description: 'This document and its viewer, without a key.' },
+      { name: 'agents', description: 'The MCP server for agents.' },
     ],
     security: [{ bearerAuth: [] }],
     paths,

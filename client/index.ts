@@ -8,6 +8,8 @@ import type { Priority, TaskError, TaskStatus } from '../common/task.ts';
 import type { AcceptedView, QuotaView, StatsView, WorkerView, TaskEventData, TaskEventName, TaskEventView, TaskListView, TaskView } from '../common/views.ts';
 import { traceHeaders } from '../common/tracing.ts';
 import { parseSse, type SseMessage } from './sse.ts';
+import type { z } from 'zod';
+import { AGENT_TOOL_ARGS, type AgentToolName } from './tools.ts';
 
 export type { Priority, TaskError, TaskStatus };
 
@@ -626,20 +628,27 @@ async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export function agentTools(client: TaskClient) {
   return {
     /** Submits a task and answers its id at once. */
-    submit_task: async (type: string, input: unknown, opts: { user_id?: string; priority?: Priority } = {}): Promise<string> =>
+    submit_task: async (type: string, input: unknown, opts: Omit<Extract<SubmitRequest, { type: string }>, 'type' | 'input'> = {}): Promise<string> =>
       (await client.submit({ type, input, ...opts })).task_id,
 
     /**
      * Waits until every task is finished, or `maxWaitSeconds` has passed; answers each task's
      * status then (a task still running after the wait is not an error).
      */
-    wait_for_tasks: async (ids: string[], maxWaitSeconds?: number): Promise<Record<string, TaskStatus>> => {
+    wait_for_tasks: async (
+      ids: string[],
+      maxWaitSeconds?: number,
+      opts: { signal?: AbortSignal; onFinished?: (id: string, status: TaskStatus) => void } = {},
+    ): Promise<Record<string, TaskStatus>> => {
       const timeoutMs = maxWaitSeconds === undefined ? undefined : maxWaitSeconds * 1000;
+      const { signal } = opts;
       const statusOf = async (id: string): Promise<[string, TaskStatus]> => {
         try {
-          return [id, (await client.wait(id, { timeoutMs })).status];
+          const { status } = await client.wait(id, { timeoutMs, signal });
+          opts.onFinished?.(id, status);
+          return [id, status];
         } catch (err) {
-          if (err instanceof TaskWaitTimeoutError) return [id, (await client.get(id)).status];
+          if (err instanceof TaskWaitTimeoutError) return [id, (await client.get(id, { signal })).status];
           throw err;
         }
       };
@@ -658,6 +667,9 @@ export function agentTools(client: TaskClient) {
     /** One page of tasks, newest first. */
     list_tasks: (filter?: ListFilter): Promise<TaskList> => client.list(filter),
 
+    /** Cancels a queued or running task; answers it, now `cancelled` (a finished one is a 409). */
+    cancel_task: (id: string): Promise<TaskView> => client.cancel(id),
+
     /** The tenant's quota: units per window, spent, remaining (null when unlimited) and when it resets. */
     get_quota: (): Promise<TenantQuota> => client.quota(),
 
@@ -667,3 +679,52 @@ export function agentTools(client: TaskClient) {
 }
 
 export type AgentTools = ReturnType<typeof agentTools>;
+
+export { AGENT_TOOL_ARGS, AGENT_TOOL_DESCRIPTIONS, toolDefinitions, type AgentToolArgs, type AgentToolName, type ToolDefinition } from './tools.ts';
+
+/**
+ * Runs one agent tool by name with the JSON arguments a model sent (a function call of
+ * {@link toolDefinitions}): checks them against the tool's schema, then calls `tools`.
+ * Answers a JSON value (an object), or throws: a TypeError naming the wrong argument, or the
+ * client's error. `onFinished` hears each task wait_for_tasks sees finish.
+ */
+export async function callAgentTool(
+  tools: AgentTools,
+  name: string,
+  args: unknown,
+  opts: { signal?: AbortSignal; onFinished?: (id: string, status: TaskStatus) => void } = {},
+): Promise<unknown> {
+  const parse = <S extends z.ZodType>(schema: S): z.output<S> => {
+    const parsed = schema.safeParse(args ?? {});
+    if (parsed.success) return parsed.data;
+    const issues = parsed.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(arguments)'}: ${i.message}`);
+    throw new TypeError(`invalid arguments for ${name}: ${issues.join('; ')}`);
+  };
+  const tool = name as AgentToolName;
+  switch (tool) {
+    case 'submit_task': {
+      const { type, input, ...rest } = parse(AGENT_TOOL_ARGS.submit_task);
+      return { task_id: await tools.submit_task(type, input, rest) };
+    }
+    case 'check_task':
+      return tools.check_task(parse(AGENT_TOOL_ARGS.check_task).task_id);
+    case 'wait_for_tasks': {
+      const a = parse(AGENT_TOOL_ARGS.wait_for_tasks);
+      return tools.wait_for_tasks(a.task_ids, a.max_wait_seconds, opts);
+    }
+    case 'get_task_results':
+      return tools.get_task_results(parse(AGENT_TOOL_ARGS.get_task_results).task_ids);
+    case 'list_tasks':
+      return tools.list_tasks(parse(AGENT_TOOL_ARGS.list_tasks));
+    case 'cancel_task':
+      return tools.cancel_task(parse(AGENT_TOOL_ARGS.cancel_task).task_id);
+    case 'get_quota':
+      parse(AGENT_TOOL_ARGS.get_quota);
+      return tools.get_quota();
+    case 'get_statistics':
+      parse(AGENT_TOOL_ARGS.get_statistics);
+      return tools.get_statistics();
+    default:
+      throw new TypeError(`unknown tool ${JSON.stringify(name)}; the tools are ${Object.keys(AGENT_TOOL_ARGS).join(', ')}`);
+  }
+}

@@ -51,6 +51,18 @@ export interface Keys {
   workers(): string;
   /** Sorted set: worker id → when its heartbeat expires (epoch ms). */
   workerBeats(): string;
+  /**
+   * Hash: a workflow (id, tenant, name, user_id, parent_task, status, steps as JSON
+   * [[step, task id], …], left = steps not done, error, created_at, finished_at). The scripts
+   * build this name and the two below from the prefix too (redis-scripts.ts `tkey`).
+   */
+  workflow(id: string): string;
+  /** Stream: every event of every step of a workflow, and its own end. */
+  workflowEvents(id: string): string;
+  /** Sorted set: a tenant's workflow ids by creation time. */
+  workflowIndex(tenant: string): string;
+  /** Sorted set: a tenant's dead letters (tasks failed after their attempts) by when they failed. */
+  dead(tenant: string): string;
   /** Never written: fills a script's optional key slot, in the same hash slot as the rest. */
   unused(): string;
 }
@@ -91,6 +103,16 @@ export function makeKeys(prefix: string): Keys {
     apiKeys: () => `${prefix}apikeys`,
     workers: () => `${prefix}workers`,
     workerBeats: () => `${prefix}workers:beats`,
+    workflow(id) {
+      if (!isTaskId(id)) throw new TypeError(`not a workflow id: ${JSON.stringify(id).slice(0, 60)}`);
+      return `${prefix}wf:${id.toLowerCase()}`;
+    },
+    workflowEvents(id) {
+      if (!isTaskId(id)) throw new TypeError(`not a workflow id: ${JSON.stringify(id).slice(0, 60)}`);
+      return `${prefix}wfevents:${id.toLowerCase()}`;
+    },
+    workflowIndex: (tenant) => `${prefix}wfindex:${tenantPart(tenant)}`,
+    dead: (tenant) => `${prefix}dead:${tenantPart(tenant)}`,
     unused: () => `${prefix}unused`,
   };
 }

@@ -1,0 +1,87 @@
+/**
+ * The arguments of seed 002's agent tools as zod schemas, derived from the API's own request
+ * schemas (api/schemas.ts), and their JSON-schema definitions for LLM function calling. The
+ * MCP server (mcp/server.ts) registers the same schemas as its tools' input schemas, so an
+ * agent sees one contract whichever way it calls.
+ */
+import { z } from 'zod';
+import { taskIdSchema } from '../api/openapi-schemas.ts';
+import { generalBody, listQuery } from '../api/schemas.ts';
+
+/** Tasks one call may name: the waits run side by side, one event stream each. */
+export const MAX_TOOL_TASKS = 100;
+/** Default and longest wait of `wait_for_tasks`, in seconds. */
+export const DEFAULT_WAIT_SECONDS = 30;
+export const MAX_WAIT_SECONDS = 600;
+
+const taskIds = z
+  .array(taskIdSchema)
+  .min(1, 'at least one task id')
+  .max(MAX_TOOL_TASKS, `at most ${MAX_TOOL_TASKS} task ids`)
+  .describe('Task ids, as submit_task answered them.');
+const oneTask = z.strictObject({ task_id: taskIdSchema });
+
+/** POST /tasks in its general form, without `async_mode` (a tool that waits is wait_for_tasks). */
+const submitArgs = generalBody.omit({ async_mode: true }).extend({
+  type: generalBody.shape.type.describe(
+    'The task type, e.g. `agent` (input `{"content": "text to analyse"}`); the API names the known types when one is wrong.',
+  ),
+  input: generalBody.shape.input.describe('The input of the task type, checked against its schema: a wrong field is refused and named.'),
+  user_id: generalBody.shape.user_id.describe('A free label for whom the task is, to filter list_tasks by.'),
+  priority: generalBody.shape.priority.describe('Queue priority: high tasks start first under a backlog.'),
+});
+
+/** The arguments of each tool, by tool name. */
+export const AGENT_TOOL_ARGS = {
+  submit_task: submitArgs,
+  check_task: oneTask,
+  wait_for_tasks: z.strictObject({
+    task_ids: taskIds,
+    max_wait_seconds: z
+      .number()
+      .min(0)
+      .max(MAX_WAIT_SECONDS)
+      .default(DEFAULT_WAIT_SECONDS)
+      .describe(`Give up waiting after this many seconds (default ${DEFAULT_WAIT_SECONDS}, at most ${MAX_WAIT_SECONDS}); unfinished tasks keep running.`),
+  }),
+  get_task_results: z.strictObject({ task_ids: taskIds }),
+  list_tasks: listQuery.strict(),
+  cancel_task: oneTask,
+  get_quota: z.strictObject({}),
+  get_statistics: z.strictObject({}),
+} as const;
+
+export type AgentToolName = keyof typeof AGENT_TOOL_ARGS;
+export type AgentToolArgs<N extends AgentToolName> = z.input<(typeof AGENT_TOOL_ARGS)[N]>;
+
+/** What each tool does, written for the model that calls it. */
+export const AGENT_TOOL_DESCRIPTIONS: Record<AgentToolName, string> = {
+  submit_task:
+    'Submit a long-running task to the queue and get its task id at once, without waiting for it. Submit independent tasks one after another, then wait for them together with wait_for_tasks.',
+  check_task:
+    'The current state of one task: status (queued, running, done, failed, cancelled), progress 0-100 with a message, result once done, error once failed.',
+  wait_for_tasks:
+    'Wait until every given task has finished (done, failed or cancelled), or max_wait_seconds have passed. Answers each task id with its status then; call it again to keep waiting for those still running.',
+  get_task_results:
+    'The results of the given tasks that are done, by task id. Tasks not done (still running, failed or cancelled) are left out: see check_task.',
+  list_tasks: 'One page of your tasks, newest first, optionally filtered by status, user_id or type. Pass next_cursor as cursor for the next page.',
+  cancel_task: 'Cancel a queued or running task. A task that has already finished cannot be cancelled (the error says so).',
+  get_quota: 'The quota of your tenant: units per window, spent, remaining (null when unlimited) and when the window resets.',
+  get_statistics: 'How busy the queue is: your tasks counted by status and type, the backlog per priority, the live workers.',
+};
+
+/** A tool as LLM function calling takes it (OpenAI `tools[].function`, Anthropic `tools[]` with `input_schema: parameters`). */
+export interface ToolDefinition {
+  name: AgentToolName;
+  description: string;
+  /** JSON Schema (draft 2020-12) of the arguments object, from the zod schema the tool checks with. */
+  parameters: Record<string, unknown>;
+}
+
+/** JSON-schema definitions of every agent tool, for LLM function calling. */
+export function toolDefinitions(): ToolDefinition[] {
+  return (Object.keys(AGENT_TOOL_ARGS) as AgentToolName[]).map((name) => {
+    const { $schema: _, ...parameters } = z.toJSONSchema(AGENT_TOOL_ARGS[name], { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+    return { name, description: AGENT_TOOL_DESCRIPTIONS[name], parameters };
+  });
+}
