@@ -5,9 +5,21 @@
  * api/openapi.test.ts validates real answers of the app against these schemas.
  */
 import { z } from 'zod';
-import { SCOPES } from '../common/store/port.ts';
+import { SCOPES, WORKFLOW_STATUSES } from '../common/store/port.ts';
 import { PRIORITIES, TASK_STATUSES } from '../common/task.ts';
-import type { AcceptedView, QuotaView, StatsView, TaskEventView, TaskListView, TaskView } from '../common/views.ts';
+import type {
+  AcceptedView,
+  DeadLetterListView,
+  QuotaView,
+  RedriveView,
+  StatsView,
+  TaskEventView,
+  TaskListView,
+  TaskView,
+  WorkflowAcceptedView,
+  WorkflowListView,
+  WorkflowView,
+} from '../common/views.ts';
 import type { ErrorBody } from './errors.ts';
 
 /** What `isTaskId` accepts: any UUID, either case. */
@@ -33,7 +45,11 @@ const tenant = z
   .meta({ description: 'A tenant: lower-case letters, digits, `_` and `-`, at most 63.', examples: ['acme'] });
 /** Every time on the wire: ISO 8601 in UTC with milliseconds, as `Date.toISOString()` writes it. */
 const time = z.iso.datetime();
-const status = z.enum(TASK_STATUSES).meta({ description: '`done`, `failed` and `cancelled` are final.' });
+const status = z.enum(TASK_STATUSES).meta({
+  description:
+    '`done`, `failed` and `cancelled` are final. `scheduled`: delayed (run_at / delay_ms) until `run_at`. `waiting`: a workflow step whose needs are not all done.',
+});
+const workflowStatus = z.enum(WORKFLOW_STATUSES).meta({ description: '`running` until every step is done (`done`), one fails (`failed`) or it is cancelled.' });
 
 export const taskErrorSchema = z.object({
   code: z.string().meta({ description: 'Stable, machine-readable, snake_case: `timeout`, `worker_lost`, `cancelled`, or a handler’s own.' }),
@@ -61,6 +77,11 @@ export const taskEventSchema = z
     eventOf('done', z.object({ result: z.unknown(), at: time }), 'The task ended with its result. Final.'),
     eventOf('failed', z.object({ error: taskErrorSchema, at: time }), 'The task failed for good. Final.'),
     eventOf('cancelled', z.object({ at: time, reason: z.string().nullable().optional() }), 'The task was cancelled (DELETE /tasks/{id}). Final.'),
+    eventOf(
+      'workflow',
+      z.object({ status: workflowStatus, error: taskErrorSchema.optional(), at: time }),
+      'A workflow’s own end, in GET /workflows/{id}/events only.',
+    ),
   ])
   .meta({ description: 'One entry of a task’s history, and one server-sent event of GET /tasks/{id}/events.' });
 
@@ -84,6 +105,10 @@ export const taskViewSchema = z.object({
   finished_at: time.nullable(),
   updated_at: time,
   retry_at: time.nullable().meta({ description: 'When a queued retry is due.' }),
+  run_at: time.nullable().meta({ description: 'When a delayed task (run_at / delay_ms on submit) is due; null when it was not delayed.' }),
+  workflow_id: taskIdSchema.nullable().meta({ description: 'The workflow it is a step of; null for a plain task.' }),
+  step: z.string().nullable().meta({ description: 'Its step id in that workflow.' }),
+  reruns: z.number().int().min(0).meta({ description: 'How often it was rerun (POST /tasks/{id}/retry, a dead-letter redrive).' }),
   history: z.array(taskEventSchema).optional().meta({ description: 'Only with `?history=true`.' }),
 });
 
@@ -94,6 +119,85 @@ export const acceptedViewSchema = z.object({
   status_url: z.url().meta({ description: 'Where to poll the task; also the `Location` header.' }),
   downgraded: z.boolean(),
   created_at: time.nullable().meta({ description: 'Null only on a replay whose task has expired since.' }),
+  run_at: time.optional().meta({ description: 'A delayed task (status `scheduled`): when it is due.' }),
+});
+
+const stepId = z.string().meta({ description: 'A step id of the workflow request.', examples: ['research'] });
+export const workflowViewSchema = z.object({
+  workflow_id: taskIdSchema,
+  name: z.string().nullable(),
+  status: workflowStatus,
+  progress: z.number().min(0).max(100).meta({ description: 'The mean of its steps’ progress (a done step counts 100).' }),
+  user_id: z.string().nullable(),
+  parent_task_id: taskIdSchema.nullable().meta({ description: 'The task whose handler started it with ctx.spawn, or null.' }),
+  error: taskErrorSchema.nullable().meta({ description: 'The error of the step that failed it.' }),
+  created_at: time,
+  finished_at: time.nullable(),
+  steps: z.array(
+    z.object({
+      id: stepId,
+      task_id: taskIdSchema,
+      type: z.string(),
+      needs: z.array(stepId),
+      status,
+      progress: z.number().min(0).max(100),
+      message: z.string().nullable(),
+      attempts: z.number().int().min(0),
+      error: taskErrorSchema.nullable(),
+      result: z.unknown().meta({ description: 'The step’s result once `done`.' }),
+      started_at: time.nullable(),
+      finished_at: time.nullable(),
+    }),
+  ),
+});
+
+export const workflowListViewSchema = z.object({
+  workflows: z
+    .array(
+      z.object({
+        workflow_id: taskIdSchema,
+        name: z.string().nullable(),
+        status: workflowStatus,
+        steps: z.number().int().min(1),
+        user_id: z.string().nullable(),
+        parent_task_id: taskIdSchema.nullable(),
+        created_at: time,
+        finished_at: time.nullable(),
+      }),
+    )
+    .meta({ description: 'Newest first.' }),
+  next_cursor: z.string().nullable(),
+});
+
+export const workflowAcceptedViewSchema = z.object({
+  workflow_id: taskIdSchema,
+  status: workflowStatus,
+  steps: z.record(z.string(), taskIdSchema).meta({ description: 'Step id → the task id of that step.' }),
+  status_url: z.url(),
+  events_url: z.url(),
+});
+
+export const deadLetterListViewSchema = z.object({
+  dead_letters: z
+    .array(
+      z.object({
+        task_id: taskIdSchema,
+        type: z.string(),
+        code: z.string().meta({ description: 'The error code it failed with.' }),
+        message: z.string(),
+        attempts: z.number().int().min(0),
+        dead_at: time.nullable(),
+        user_id: z.string().nullable(),
+        workflow_id: taskIdSchema.nullable(),
+      }),
+    )
+    .meta({ description: 'Newest first.' }),
+  next_cursor: z.string().nullable(),
+});
+
+export const redriveViewSchema = z.object({
+  redriven: z.number().int().min(0),
+  task_ids: z.array(taskIdSchema).meta({ description: 'The tasks rerun, queued again.' }),
 });
 
 export const taskListViewSchema = z.object({
@@ -214,7 +318,12 @@ export const _schemasMatchViews: [
   Same<z.infer<typeof quotaViewSchema>, QuotaView>,
   Same<z.infer<typeof errorBodySchema>, ErrorBody>,
   Same<z.infer<typeof statsViewSchema>, StatsView>,
-] = [true, true, true, true, true, true, true];
+  Same<z.infer<typeof workflowViewSchema>, WorkflowView>,
+  Same<z.infer<typeof workflowListViewSchema>, WorkflowListView>,
+  Same<z.infer<typeof workflowAcceptedViewSchema>, WorkflowAcceptedView>,
+  Same<z.infer<typeof deadLetterListViewSchema>, DeadLetterListView>,
+  Same<z.infer<typeof redriveViewSchema>, RedriveView>,
+] = [true, true, true, true, true, true, true, true, true, true, true, true];
 
 /** The schemas of the answers, by their name under `components.schemas`. */
 export const RESPONSE_SCHEMAS = {
@@ -231,6 +340,11 @@ export const RESPONSE_SCHEMAS = {
   RevokedKey: revokedKeySchema,
   TenantView: tenantViewSchema,
   StatsView: statsViewSchema,
+  WorkflowView: workflowViewSchema,
+  WorkflowListView: workflowListViewSchema,
+  WorkflowAccepted: workflowAcceptedViewSchema,
+  DeadLetterList: deadLetterListViewSchema,
+  Redrive: redriveViewSchema,
   Health: healthSchema,
   Readiness: readinessSchema,
 } as const satisfies Record<string, z.ZodType>;

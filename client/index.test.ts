@@ -43,6 +43,10 @@ function view(over: Partial<TaskView> = {}): TaskView {
     finished_at: null,
     updated_at: AT,
     retry_at: null,
+    run_at: null,
+    workflow_id: null,
+    step: null,
+    reruns: 0,
     ...over,
   };
 }

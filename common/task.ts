@@ -1,10 +1,18 @@
 /** The task record, its status machine, and the messages that carry tasks and results. */
 import { z } from 'zod';
 
-export const TASK_STATUSES = ['queued', 'running', 'done', 'failed', 'cancelled'] as const;
+/**
+ * `scheduled`: submitted with run_at/delay_ms, published by the relay when due. `waiting`: a
+ * workflow step whose needs are not all done yet; it holds no message and no worker slot.
+ */
+export const TASK_STATUSES = ['scheduled', 'waiting', 'queued', 'running', 'done', 'failed', 'cancelled'] as const;
 export type TaskStatus = (typeof TASK_STATUSES)[number];
 export const TERMINAL_STATUSES: ReadonlySet<TaskStatus> = new Set(['done', 'failed', 'cancelled']);
 export const isTerminal = (s: TaskStatus): boolean => TERMINAL_STATUSES.has(s);
+/** Not started yet: a cancel gives its quota units back, and nobody runs it. */
+export const PENDING_STATUSES: ReadonlySet<TaskStatus> = new Set(['scheduled', 'waiting', 'queued']);
+/** A task that can be rerun (POST /tasks/:id/retry). */
+export const RERUNNABLE_STATUSES: ReadonlySet<TaskStatus> = new Set(['failed', 'cancelled']);
 
 export const PRIORITIES = ['high', 'normal', 'low'] as const;
 export type Priority = (typeof PRIORITIES)[number];
@@ -59,6 +67,15 @@ export interface TaskRecord {
   downgraded: boolean;
   /** W3C trace context (`traceparent`, `tracestate`) of its submission; {} when untraced. Republishes carry it on. */
   traceContext: Record<string, string>;
+  /** When a delayed task is due (run_at / delay_ms); null when it was not delayed. */
+  runAt: number | null;
+  /** The workflow it is a step of, and its step id there; null when it is a plain task. */
+  workflowId: string | null;
+  step: string | null;
+  /** Task ids of the steps it needs (all must end done before it is published). */
+  needs: string[];
+  /** How often it was rerun (POST /tasks/:id/retry, a redrive). */
+  reruns: number;
   createdAt: number;
   startedAt: number | null;
   finishedAt: number | null;
@@ -69,7 +86,8 @@ export interface TaskRecord {
  * One entry of a task's execution history, and one server-sent event. Ids are Redis stream
  * ids (`<ms>-<seq>`): they grow with every event of a task, so "after id X" is exact.
  */
-export const EVENT_TYPES = ['status', 'progress', 'log', 'partial', 'done', 'failed', 'cancelled'] as const;
+/** `workflow`: a workflow's own end (running → done, failed or cancelled), in its stream only. */
+export const EVENT_TYPES = ['status', 'progress', 'log', 'partial', 'done', 'failed', 'cancelled', 'workflow'] as const;
 export type TaskEventType = (typeof EVENT_TYPES)[number];
 export const TERMINAL_EVENTS: ReadonlySet<TaskEventType> = new Set(['done', 'failed', 'cancelled']);
 
@@ -104,6 +122,8 @@ export interface NewTask {
   priority: Priority;
   maxAttempts: number;
   createdAt: number;
+  /** A delayed task: `scheduled` until then (the relay publishes it when due). */
+  runAt?: number;
 }
 
 // --- messages ---------------------------------------------------------------------------

@@ -3,7 +3,17 @@
  * Redis adapter (the store conformance suite runs against both); JavaScript's single thread
  * makes each method atomic.
  */
-import { DEFAULT_TENANT, isTerminal, type HandlerEvent, type NewTask, type TaskError, type TaskEvent, type TaskRecord } from '../task.ts';
+import {
+  DEFAULT_TENANT,
+  PENDING_STATUSES,
+  RERUNNABLE_STATUSES,
+  isTerminal,
+  type HandlerEvent,
+  type NewTask,
+  type TaskError,
+  type TaskEvent,
+  type TaskRecord,
+} from '../task.ts';
 import { quotaUsageOf, windowStartOf } from './access.ts';
 import {
   LIST_SCAN_BUDGET,
@@ -17,6 +27,8 @@ import {
   type CancelWatch,
   type ClaimResult,
   type CreateResult,
+  type Admission,
+  type ListCursor,
   type ListPage,
   type ListQuery,
   type StoreStats,
@@ -27,11 +39,22 @@ import {
   type WorkerInfo,
   type TransitionCode,
   type TransitionResult,
+  type CreateWorkflowResult,
+  type DeadLetterQuery,
+  type NewWorkflow,
+  type RerunResult,
+  type WorkflowCancelResult,
+  type WorkflowEvent,
+  type WorkflowRecord,
 } from './port.ts';
 import { WatchHub } from './watch-hub.ts';
 
 interface Entry {
   rec: TaskRecord;
+  /** A waiting workflow step: needs not done yet. */
+  pending: number;
+  /** Task ids of the steps that need this one. */
+  dependents: string[];
   expiresAt: number | null;
   events: TaskEvent[];
   /** Last event id, as `<ms>-<seq>` like a Redis stream's. */
@@ -61,8 +84,13 @@ export class MemoryTaskStore implements TaskStore {
   private readonly takeoverDelayMs: number;
   private readonly historyLimit: number;
   private readonly outputLimit: number;
+  private readonly readyDelayMs: number;
   private readonly cancelWatchers = new Set<(id: string) => void>();
   private readonly hub = new WatchHub({ subscribe: () => Promise.resolve(), unsubscribe: () => undefined });
+  private readonly workflows = new Map<string, { rec: WorkflowRecord; events: WorkflowEvent[]; lastMs: number; lastSeq: number; expiresAt: number | null }>();
+  private readonly wfHub = new WatchHub({ subscribe: () => Promise.resolve(), unsubscribe: () => undefined });
+  /** Dead letters of each tenant: task id → when it failed for good. */
+  private readonly dead = new Map<string, Map<string, number>>();
   private closed = false;
   /** In process: nothing to count. */
   readonly stats: StoreStats = { roundTrips: 0 };
@@ -75,6 +103,7 @@ export class MemoryTaskStore implements TaskStore {
     this.takeoverDelayMs = opts.takeoverDelayMs ?? 1000;
     this.historyLimit = opts.historyLimit ?? 1000;
     this.outputLimit = opts.outputLimitBytes ?? 1024 * 1024;
+    this.readyDelayMs = opts.readyPublishDelayMs ?? 2000;
   }
 
   private entry(id: string): Entry | null {
@@ -103,6 +132,20 @@ export class MemoryTaskStore implements TaskStore {
     e.events.push({ id: `${e.lastMs}-${e.lastSeq}`, type, data: structuredClone(data) });
     if (e.events.length > this.historyLimit) e.events.splice(0, e.events.length - this.historyLimit);
     this.hub.notify(id);
+    if (e.rec.workflowId) this.addWorkflowEvent(e.rec.workflowId, id, e.rec.step ?? '', type, data);
+  }
+
+  private addWorkflowEvent(wfId: string, taskId: string, step: string, type: WorkflowEvent['type'], data: Record<string, unknown>): void {
+    const w = this.workflows.get(wfId);
+    if (!w) return;
+    const now = this.now();
+    if (now > w.lastMs) {
+      w.lastMs = now;
+      w.lastSeq = 0;
+    } else w.lastSeq++;
+    w.events.push({ id: `${w.lastMs}-${w.lastSeq}`, type, data: structuredClone(data), taskId, step });
+    if (w.events.length > this.historyLimit * 10) w.events.splice(0, w.events.length - this.historyLimit * 10);
+    this.wfHub.notify(wfId);
   }
 
   private applyEvents(rec: TaskRecord, events: readonly HandlerEvent[]): void {
@@ -128,6 +171,70 @@ export class MemoryTaskStore implements TaskStore {
     this.running.get(rec.tenant)?.delete(rec.id);
     const e = this.tasks.get(rec.id);
     if (e) e.expiresAt = this.now() + this.ttlMs;
+  }
+
+  /** A step ended done: queues each step whose last need it was (answered, for the caller to publish), and ends the workflow when it was the last. */
+  private stepDone(rec: TaskRecord): string[] {
+    const ready: string[] = [];
+    if (!rec.workflowId) return ready;
+    const now = this.now();
+    for (const d of this.tasks.get(rec.id)?.dependents ?? []) {
+      const e = this.entry(d);
+      if (!e || e.rec.status !== 'waiting') continue;
+      if (--e.pending > 0) continue;
+      Object.assign(e.rec, { status: 'queued', updatedAt: now } satisfies Partial<TaskRecord>);
+      this.outbox.set(d, now + this.readyDelayMs);
+      this.addEvent(d, 'status', { status: 'queued', attempt: 0 });
+      ready.push(d);
+    }
+    const w = this.workflows.get(rec.workflowId);
+    if (w && w.rec.status === 'running') {
+      const all = w.rec.steps.every((s) => this.live(s.taskId)?.status === 'done');
+      if (all) this.endWorkflow(w.rec.id, 'done', null);
+    }
+    return ready;
+  }
+
+  /** A step failed or was cancelled: the workflow ends so, and every step not finished is cancelled. */
+  private stepAborted(rec: TaskRecord, status: 'failed' | 'cancelled', error: TaskError | null): void {
+    if (!rec.workflowId) return;
+    const w = this.workflows.get(rec.workflowId);
+    if (!w || w.rec.status !== 'running') return;
+    this.endWorkflow(w.rec.id, status, error, rec.id);
+  }
+
+  private endWorkflow(id: string, status: 'done' | 'failed' | 'cancelled', error: TaskError | null, except?: string, reason?: string | null): void {
+    const w = this.workflows.get(id);
+    if (!w) return;
+    const now = this.now();
+    Object.assign(w.rec, { status, error, finishedAt: now });
+    w.expiresAt = now + this.ttlMs;
+    if (status !== 'done') {
+      for (const s of w.rec.steps) {
+        if (s.taskId === except) continue;
+        const t = this.live(s.taskId);
+        if (!t || isTerminal(t.status)) continue;
+        this.cancelRecord(t, reason ?? `workflow ${status}`);
+      }
+    }
+    this.addWorkflowEvent(id, '', '', 'workflow', { status, ...(error ? { error } : {}) });
+  }
+
+  private cancelRecord(rec: TaskRecord, reason: string | null): 'scheduled' | 'waiting' | 'queued' | 'running' {
+    const was = rec.status as 'scheduled' | 'waiting' | 'queued' | 'running';
+    if (was !== 'running') this.refund(rec);
+    const now = this.now();
+    Object.assign(rec, { status: 'cancelled', leaseUntil: null, retryAt: null, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
+    this.addEvent(rec.id, 'cancelled', { reason, was });
+    this.finish(rec);
+    if (was === 'running') for (const w of this.cancelWatchers) queueMicrotask(() => w(rec.id));
+    return was;
+  }
+
+  private addDead(rec: TaskRecord): void {
+    let d = this.dead.get(rec.tenant);
+    if (!d) this.dead.set(rec.tenant, (d = new Map()));
+    d.set(rec.id, this.now());
   }
 
   /** Owner check shared by every transition a worker makes on a running task. */
@@ -207,13 +314,16 @@ export class MemoryTaskStore implements TaskStore {
       }
     }
     if (idem && idemKey) this.idempotency.set(idemKey, { taskId: id, fingerprint: idem.fingerprint, expiresAt: now + idem.ttlSeconds * 1000 });
+    const runAt = task.runAt ?? null;
     this.tasks.set(id, {
+      pending: 0,
+      dependents: [],
       rec: {
         ...task,
         id,
         tenant,
         input: structuredClone(input),
-        status: 'queued',
+        status: runAt === null ? 'queued' : 'scheduled',
         attempt: 0,
         progress: 0,
         message: null,
@@ -222,13 +332,18 @@ export class MemoryTaskStore implements TaskStore {
         error: null,
         worker: null,
         leaseUntil: null,
-        retryAt: null,
+        retryAt: runAt,
         resultPublished: false,
         requestPublished: false,
         cost,
         quotaWindow,
         downgraded,
         traceContext: { ...task.traceContext },
+        runAt,
+        workflowId: null,
+        step: null,
+        needs: [],
+        reruns: 0,
         startedAt: null,
         finishedAt: null,
         updatedAt: now,
@@ -238,8 +353,8 @@ export class MemoryTaskStore implements TaskStore {
       lastMs: 0,
       lastSeq: 0,
     });
-    this.addEvent(id, 'status', { status: 'queued', attempt: 0 });
-    this.outbox.set(id, publishDueAt);
+    this.addEvent(id, 'status', runAt === null ? { status: 'queued', attempt: 0 } : { status: 'scheduled', attempt: 0, run_at: runAt });
+    this.outbox.set(id, runAt ?? publishDueAt);
     return withRate({ outcome: 'created' as const, downgraded });
   }
 
@@ -256,8 +371,9 @@ export class MemoryTaskStore implements TaskStore {
     if (!rec) return Promise.resolve({ outcome: 'missing' });
     if (isTerminal(rec.status)) return Promise.resolve({ outcome: 'terminal', task: structuredClone(rec) });
     const leased = rec.status === 'running' && (rec.leaseUntil ?? 0) > now;
-    const notDue = rec.status === 'queued' && (rec.retryAt ?? 0) > now;
-    if (leased || notDue) return Promise.resolve({ outcome: 'busy', task: structuredClone(rec) });
+    const notDue = (rec.status === 'queued' || rec.status === 'scheduled') && (rec.retryAt ?? 0) > now;
+    // A waiting step's needs are not done: it has no message of its own yet (a stray one is dropped).
+    if (leased || notDue || rec.status === 'waiting') return Promise.resolve({ outcome: 'busy', task: structuredClone(rec) });
     const lost = rec.status === 'running';
     if (lost && rec.attempt >= rec.maxAttempts) {
       const error = {
@@ -268,6 +384,8 @@ export class MemoryTaskStore implements TaskStore {
       Object.assign(rec, { status: 'failed', error, leaseUntil: null, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
       this.finish(rec);
       this.addEvent(rec.id, 'failed', { error });
+      this.addDead(rec);
+      this.stepAborted(rec, 'failed', error);
       return Promise.resolve({ outcome: 'exhausted', task: structuredClone(rec) });
     }
     const cap = this.limits.get(rec.tenant)?.maxRunning ?? opts.maxRunning ?? 0;
@@ -344,7 +462,8 @@ export class MemoryTaskStore implements TaskStore {
     } satisfies Partial<TaskRecord>);
     this.finish(rec);
     this.addEvent(rec.id, 'done', { result: rec.result });
-    return this.ended(rec);
+    const ready = this.stepDone(rec);
+    return Promise.resolve(ready.length > 0 ? { code: 'ok', task: structuredClone(rec), ready } : { code: 'ok', task: structuredClone(rec) });
   }
 
   retryLater(id: string, worker: string, error: TaskError, retryAt: number, events: readonly HandlerEvent[] = []): Promise<TransitionResult> {
@@ -375,6 +494,8 @@ export class MemoryTaskStore implements TaskStore {
     Object.assign(rec, { status: 'failed', error, leaseUntil: null, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
     this.finish(rec);
     this.addEvent(rec.id, 'failed', { error });
+    this.addDead(rec);
+    this.stepAborted(rec, 'failed', error);
     return this.ended(rec);
   }
 
@@ -397,6 +518,7 @@ export class MemoryTaskStore implements TaskStore {
     Object.assign(rec, { status: 'failed', error, resultPublished: true, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
     this.addEvent(rec.id, 'failed', { error });
     this.finish(rec);
+    this.stepAborted(rec, 'failed', error);
     const idemKey = `${tenant}\n${idempotencyKey}`;
     if (idempotencyKey !== undefined && this.idempotency.get(idemKey)?.taskId === rec.id) this.idempotency.delete(idemKey);
     return Promise.resolve('ok');
@@ -416,7 +538,8 @@ export class MemoryTaskStore implements TaskStore {
     if (rec) rec.requestPublished = true;
     // A queued task with a retry_at still ahead was deferred since (its tenant at its cap): its entry stays.
     const deferred = (rec?.retryAt ?? 0) > this.now();
-    if (!rec || isTerminal(rec.status) || (rec.status === 'queued' && rec.attempt === attempt && !deferred)) this.outbox.delete(key);
+    const published = (rec?.status === 'queued' || rec?.status === 'scheduled') && rec.attempt === attempt && !deferred;
+    if (!rec || isTerminal(rec.status) || published) this.outbox.delete(key);
     return Promise.resolve();
   }
 
@@ -449,13 +572,8 @@ export class MemoryTaskStore implements TaskStore {
     const rec = this.live(id);
     if (!rec || (tenant !== undefined && rec.tenant !== tenant)) return Promise.resolve({ outcome: 'missing' });
     if (isTerminal(rec.status)) return Promise.resolve({ outcome: 'terminal', task: structuredClone(rec) });
-    const was = rec.status as 'queued' | 'running';
-    if (was === 'queued') this.refund(rec);
-    const now = this.now();
-    Object.assign(rec, { status: 'cancelled', leaseUntil: null, retryAt: null, finishedAt: now, updatedAt: now } satisfies Partial<TaskRecord>);
-    this.addEvent(rec.id, 'cancelled', { reason, was });
-    this.finish(rec);
-    if (was === 'running') for (const w of this.cancelWatchers) queueMicrotask(() => w(rec.id));
+    const was = this.cancelRecord(rec, reason);
+    this.stepAborted(rec, 'cancelled', null);
     return Promise.resolve({ outcome: 'cancelled', was, task: structuredClone(rec) });
   }
 
@@ -585,7 +703,7 @@ export class MemoryTaskStore implements TaskStore {
       .map((e) => e.rec)
       .sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : -1));
     const counts: TaskCounts = {
-      byStatus: { queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 },
+      byStatus: { scheduled: 0, waiting: 0, queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 },
       byType: {},
       scanned: 0,
       truncated: recs.length > budget,
@@ -596,6 +714,220 @@ export class MemoryTaskStore implements TaskStore {
       counts.byType[r.type] = (counts.byType[r.type] ?? 0) + 1;
     }
     return Promise.resolve(counts);
+  }
+
+  // --- delayed tasks, workflows, reruns and dead letters ---
+
+  createWorkflow(wf: NewWorkflow, publishDueAt: number, opts: { admission?: Admission } = {}): Promise<CreateWorkflowResult> {
+    this.assertOpen();
+    const id = wf.id.toLowerCase();
+    if (this.workflows.has(id)) return Promise.resolve({ outcome: 'exists' });
+    const adm = opts.admission;
+    const tenant = wf.tenant;
+    const now = this.now();
+    const own = this.limits.get(tenant) ?? {};
+    const perSecond = own.submitsPerSecond ?? adm?.submitsPerSecond ?? 0;
+    let rate: RateState | undefined;
+    if (perSecond > 0) {
+      const { allowed, ...state } = this.count(`submits:${tenant}`, perSecond);
+      if (!allowed) return Promise.resolve({ outcome: 'rate_limited', rate: state });
+      rate = state;
+    }
+    let cost = 0;
+    let quotaWindow: number | null = null;
+    const units = own.quotaUnits ?? adm?.quotaUnits ?? 0;
+    if (adm && units > 0) {
+      const windowSeconds = own.quotaWindowSeconds ?? adm.quotaWindowSeconds;
+      const start = windowStartOf(now, windowSeconds * 1000);
+      const q = this.quotas.get(tenant);
+      const spent = q && q.start === start ? q.spent : 0;
+      if (spent + adm.cost > units) {
+        const resetsAt = start + windowSeconds * 1000;
+        return Promise.resolve({
+          outcome: 'quota_exceeded',
+          retryAfterMs: resetsAt - now,
+          usage: { tenant, units, windowSeconds, spent, windowStart: start, resetsAt },
+        });
+      }
+      if (adm.cost > 0) {
+        this.quotas.set(tenant, { start, spent: spent + adm.cost });
+        quotaWindow = start;
+        cost = adm.cost;
+      }
+    }
+    const taskOf = new Map(wf.steps.map((s) => [s.step, s.task.id.toLowerCase()]));
+    this.workflows.set(id, {
+      rec: {
+        id,
+        tenant,
+        name: wf.name,
+        userId: wf.userId,
+        parentTaskId: wf.parentTaskId,
+        status: 'running',
+        steps: wf.steps.map((s) => ({ step: s.step, taskId: s.task.id.toLowerCase() })),
+        error: null,
+        createdAt: wf.createdAt,
+        finishedAt: null,
+      },
+      events: [],
+      lastMs: 0,
+      lastSeq: 0,
+      expiresAt: null,
+    });
+    wf.steps.forEach((s, i) => {
+      const tid = s.task.id.toLowerCase();
+      const needs = s.needs.map((n) => taskOf.get(n) ?? '');
+      const waiting = needs.length > 0;
+      this.tasks.set(tid, {
+        pending: needs.length,
+        dependents: wf.steps.filter((o) => o.needs.includes(s.step)).map((o) => o.task.id.toLowerCase()),
+        rec: {
+          ...s.task,
+          id: tid,
+          tenant,
+          input: structuredClone(s.task.input),
+          status: waiting ? 'waiting' : 'queued',
+          attempt: 0,
+          progress: 0,
+          message: null,
+          output: '',
+          result: null,
+          error: null,
+          worker: null,
+          leaseUntil: null,
+          retryAt: null,
+          resultPublished: false,
+          requestPublished: false,
+          // The workflow's units are counted on its first step: a cancel before it starts gives them back.
+          cost: i === 0 ? cost : 0,
+          quotaWindow: i === 0 ? quotaWindow : null,
+          downgraded: false,
+          traceContext: { ...s.task.traceContext },
+          runAt: null,
+          workflowId: id,
+          step: s.step,
+          needs,
+          reruns: 0,
+          startedAt: null,
+          finishedAt: null,
+          updatedAt: now,
+        },
+        expiresAt: null,
+        events: [],
+        lastMs: 0,
+        lastSeq: 0,
+      });
+      this.addEvent(tid, 'status', { status: waiting ? 'waiting' : 'queued', attempt: 0 });
+      if (!waiting) this.outbox.set(tid, publishDueAt);
+    });
+    return Promise.resolve(rate ? { outcome: 'created', rate } : { outcome: 'created' });
+  }
+
+  private liveWorkflow(id: string): WorkflowRecord | null {
+    const key = id.toLowerCase();
+    const w = this.workflows.get(key);
+    if (!w) return null;
+    if (w.expiresAt !== null && w.expiresAt <= this.now()) {
+      this.workflows.delete(key);
+      return null;
+    }
+    return w.rec;
+  }
+
+  getWorkflow(id: string): Promise<WorkflowRecord | null> {
+    this.assertOpen();
+    const w = this.liveWorkflow(id);
+    return Promise.resolve(w ? structuredClone(w) : null);
+  }
+
+  listWorkflows(tenant: string, limit: number, after?: ListCursor): Promise<{ workflows: WorkflowRecord[]; next: ListCursor | null }> {
+    this.assertOpen();
+    const all = [...this.workflows.keys()]
+      .map((id) => this.liveWorkflow(id))
+      .filter((w): w is WorkflowRecord => w !== null && w.tenant === tenant)
+      .filter((w) => !after || w.createdAt < after.createdAt || (w.createdAt === after.createdAt && w.id < after.id))
+      .sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : -1));
+    const page = all.slice(0, limit);
+    const last = page.at(-1);
+    return Promise.resolve({ workflows: structuredClone(page), next: all.length > limit && last ? { createdAt: last.createdAt, id: last.id } : null });
+  }
+
+  cancelWorkflow(id: string, reason: string | null, tenant?: string): Promise<WorkflowCancelResult> {
+    this.assertOpen();
+    const w = this.liveWorkflow(id);
+    if (!w || (tenant !== undefined && w.tenant !== tenant)) return Promise.resolve({ outcome: 'missing' });
+    if (w.status !== 'running') return Promise.resolve({ outcome: 'terminal', workflow: structuredClone(w) });
+    this.endWorkflow(w.id, 'cancelled', null, undefined, reason);
+    return Promise.resolve({ outcome: 'cancelled', workflow: structuredClone(w) });
+  }
+
+  workflowEvents(id: string, after: string | null, limit: number): Promise<WorkflowEvent[]> {
+    this.assertOpen();
+    if (!this.liveWorkflow(id)) return Promise.resolve([]);
+    const w = this.workflows.get(id.toLowerCase());
+    const [ams = 0, aseq = -1] = after === null ? [0, -1] : after.split('-').map(Number);
+    const later = (w?.events ?? []).filter((ev) => {
+      const [ms = 0, seq = 0] = ev.id.split('-').map(Number);
+      return ms > ams || (ms === ams && seq > aseq);
+    });
+    return Promise.resolve(structuredClone(later.slice(0, limit)));
+  }
+
+  watchWorkflow(id: string): Promise<TaskWatch> {
+    this.assertOpen();
+    return this.wfHub.watch(id.toLowerCase());
+  }
+
+  rerun(id: string, publishDueAt: number, tenant?: string): Promise<RerunResult> {
+    this.assertOpen();
+    const rec = this.live(id);
+    if (!rec || (tenant !== undefined && rec.tenant !== tenant)) return Promise.resolve({ outcome: 'missing' });
+    if (!RERUNNABLE_STATUSES.has(rec.status) || rec.workflowId) return Promise.resolve({ outcome: 'conflict', task: structuredClone(rec) });
+    const now = this.now();
+    Object.assign(rec, {
+      status: 'queued',
+      attempt: 0,
+      error: null,
+      result: null,
+      progress: 0,
+      message: null,
+      worker: null,
+      leaseUntil: null,
+      retryAt: null,
+      resultPublished: false,
+      requestPublished: false,
+      reruns: rec.reruns + 1,
+      startedAt: null,
+      finishedAt: null,
+      updatedAt: now,
+    } satisfies Partial<TaskRecord>);
+    const e = this.tasks.get(rec.id);
+    if (e) e.expiresAt = null;
+    this.dead.get(rec.tenant)?.delete(rec.id);
+    this.addEvent(rec.id, 'status', { status: 'queued', attempt: 0, rerun: rec.reruns });
+    this.outbox.set(rec.id, publishDueAt);
+    return Promise.resolve({ outcome: 'rerun', task: structuredClone(rec) });
+  }
+
+  deadLetters(q: DeadLetterQuery): Promise<ListPage> {
+    this.assertOpen();
+    const d = this.dead.get(q.tenant) ?? new Map<string, number>();
+    const entries = [...d]
+      .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? 1 : -1))
+      .filter(([tid, at]) => !q.after || at < q.after.createdAt || (at === q.after.createdAt && tid < q.after.id));
+    const tasks: TaskRecord[] = [];
+    let scanned = 0;
+    for (const [tid, at] of entries) {
+      scanned++;
+      const rec = this.live(tid);
+      if (!rec || rec.status !== 'failed') {
+        d.delete(tid);
+        continue;
+      }
+      if ((!q.type || rec.type === q.type) && (!q.code || rec.error?.code === q.code)) tasks.push(structuredClone(rec));
+      if (tasks.length === q.limit || scanned >= LIST_SCAN_BUDGET) return Promise.resolve({ tasks, next: { createdAt: at, id: tid } });
+    }
+    return Promise.resolve({ tasks, next: null });
   }
 
   ping(): Promise<void> {

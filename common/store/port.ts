@@ -36,7 +36,9 @@ export type ClaimResult =
 export type TransitionCode = 'ok' | 'missing' | 'not_owner' | 'terminal' | 'conflict';
 
 /** Answer of a transition that ends an attempt: the record as the transition left it, or why it did not happen. */
-export type TransitionResult = { code: 'ok'; task: TaskRecord } | { code: Exclude<TransitionCode, 'ok'> };
+export type TransitionResult =
+  /** `ready`: workflow steps whose last need this completion was; now queued, their outbox armed, for the caller to publish. */
+  { code: 'ok'; task: TaskRecord; ready?: string[] } | { code: Exclude<TransitionCode, 'ok'> };
 
 /** An Idempotency-Key to bind to the task being created. */
 export interface IdempotencyClaim {
@@ -133,8 +135,83 @@ export interface ClaimOptions {
 }
 
 export type CancelResult =
-  /** It was queued or running (`was`) and is now cancelled. */
-  { outcome: 'cancelled'; was: 'queued' | 'running'; task: TaskRecord } | { outcome: 'terminal'; task: TaskRecord } | { outcome: 'missing' };
+  /** It had not started or was running (`was`) and is now cancelled. */
+  | { outcome: 'cancelled'; was: 'scheduled' | 'waiting' | 'queued' | 'running'; task: TaskRecord }
+  | { outcome: 'terminal'; task: TaskRecord }
+  | { outcome: 'missing' };
+
+// --- workflows -----------------------------------------------------------------------------
+
+export const WORKFLOW_STATUSES = ['running', 'done', 'failed', 'cancelled'] as const;
+export type WorkflowStatus = (typeof WORKFLOW_STATUSES)[number];
+
+/** One step of a workflow to create: its task, and the step ids it needs. */
+export interface NewStep {
+  step: string;
+  task: NewTask;
+  needs: string[];
+}
+
+export interface NewWorkflow {
+  /** A UUID. */
+  id: string;
+  tenant: string;
+  name: string | null;
+  userId: string | null;
+  /** The task whose handler spawned it (ctx.spawn), or null. */
+  parentTaskId: string | null;
+  createdAt: number;
+  /** In an order where every step comes after the steps it needs. */
+  steps: NewStep[];
+}
+
+export interface WorkflowRecord {
+  id: string;
+  tenant: string;
+  name: string | null;
+  userId: string | null;
+  parentTaskId: string | null;
+  status: WorkflowStatus;
+  /** Step id → task id, in the order they were given. */
+  steps: { step: string; taskId: string }[];
+  /** Why it failed or was cancelled (the failing step's error). */
+  error: TaskError | null;
+  createdAt: number;
+  finishedAt: number | null;
+}
+
+export type CreateWorkflowResult =
+  | { outcome: 'created'; rate?: RateState }
+  /** The workflow id exists already (a handler's ctx.spawn run again after a crash): nothing was written. */
+  | { outcome: 'exists' }
+  | { outcome: 'rate_limited'; rate: RateState }
+  | { outcome: 'quota_exceeded'; retryAfterMs: number; usage: QuotaUsage };
+
+/** An event of one step, in the workflow's own stream (ids grow across all its steps). */
+export interface WorkflowEvent extends TaskEvent {
+  taskId: string;
+  /** Its step id; '' for the workflow's own events (type `workflow`). */
+  step: string;
+}
+
+export type WorkflowCancelResult =
+  { outcome: 'cancelled'; workflow: WorkflowRecord } | { outcome: 'terminal'; workflow: WorkflowRecord } | { outcome: 'missing' };
+
+export type RerunResult =
+  /** Queued again with a fresh set of attempts; its outbox entry is armed for the caller to publish. */
+  | { outcome: 'rerun'; task: TaskRecord }
+  | { outcome: 'missing' }
+  /** Not failed or cancelled, or a workflow step (rerun its workflow's steps by redrive instead): nothing changed. */
+  | { outcome: 'conflict'; task: TaskRecord };
+
+export interface DeadLetterQuery {
+  tenant: string;
+  type?: string;
+  /** The error code it failed with. */
+  code?: string;
+  limit: number;
+  after?: ListCursor;
+}
 
 /** Where a listing page starts: after the task `id` created at `createdAt` (newest first). */
 export interface ListCursor {
@@ -215,6 +292,11 @@ export interface TaskStoreOptions {
   outputLimitBytes?: number;
   /** How long after lease expiry the takeover watchdog fires. Default 1000 ms. */
   takeoverDelayMs?: number;
+  /**
+   * When the relay publishes a workflow step that became ready, if the worker that readied it
+   * does not publish it first (it dies in between). Default 2000 ms.
+   */
+  readyPublishDelayMs?: number;
 }
 
 export interface TaskStore {
@@ -320,6 +402,34 @@ export interface TaskStore {
 
   /** Round trips to the store so far (a shared batch counts once), for the process statistics. */
   readonly stats: StoreStats;
+
+  // --- delayed tasks, workflows, reruns and dead letters ---
+
+  /**
+   * Writes a workflow and all its steps in one atomic step (after the same rate limit and
+   * quota check as create, for the sum of the steps' costs, in `admission.cost`; no downgrade): the steps that need nothing are
+   * `queued` with their outbox armed at `publishDueAt`, the rest `waiting`. When a step ends
+   * done, the same transition queues each step whose last need it was (TransitionResult.ready);
+   * when one fails or is cancelled, the workflow fails (or is cancelled) and every step not
+   * finished is cancelled.
+   */
+  createWorkflow(wf: NewWorkflow, publishDueAt: number, opts?: { admission?: Admission }): Promise<CreateWorkflowResult>;
+  getWorkflow(id: string): Promise<WorkflowRecord | null>;
+  /** A tenant's workflows, newest first. */
+  listWorkflows(tenant: string, limit: number, after?: ListCursor): Promise<{ workflows: WorkflowRecord[]; next: ListCursor | null }>;
+  /** Cancels every step not finished; a workflow of another tenant than `tenant` (when given) is `missing`. */
+  cancelWorkflow(id: string, reason: string | null, tenant?: string): Promise<WorkflowCancelResult>;
+  /** Up to `limit` events of all the workflow's steps after `after`, oldest first. */
+  workflowEvents(id: string, after: string | null, limit: number): Promise<WorkflowEvent[]>;
+  watchWorkflow(id: string): Promise<TaskWatch>;
+  /**
+   * failed or cancelled → queued with a fresh set of attempts (attempt 0, error cleared, its
+   * history kept with a `status` event marking the rerun), out of the dead letters, its outbox
+   * armed at `publishDueAt`. A task of another tenant than `tenant` (when given) is `missing`.
+   */
+  rerun(id: string, publishDueAt: number, tenant?: string): Promise<RerunResult>;
+  /** The tenant's tasks that failed after their attempts (the dead letters), newest first. */
+  deadLetters(q: DeadLetterQuery): Promise<ListPage>;
 
   /** Throws an UnavailableError when the store cannot be reached. */
   ping(): Promise<void>;

@@ -32,9 +32,41 @@ local function with_record(code)
   table.insert(r, 1, code)
   return r
 end
+-- The prefix of every key ('{atq}:'), from KEYS[1] ('<prefix>task:<36-char id>'); scripts whose
+-- KEYS[1] is another kind set it again. As in BullMQ's scripts, keys built from it come from
+-- data rather than KEYS: every key shares the prefix's hash tag, so on a cluster they sit in
+-- the script's slot. keys.ts builds the same names.
+local PFX = string.sub(KEYS[1], 1, #KEYS[1] - 41)
+local function tkey(kind, id) return PFX .. kind .. ':' .. id end
+-- The workflow and step of the task in KEYS[1] ('' when none), read once per script.
+local WF
+local function task_wf()
+  if WF == nil then
+    local f = redis.call('HMGET', KEYS[1], 'workflow', 'step')
+    WF = {f[1] or '', f[2] or ''}
+  end
+  return WF[1], WF[2]
+end
+-- Every event of a step is also added to its workflow's stream, so GET /workflows/:id/events
+-- resumes from one id across all steps.
+local function wf_event(wid, tid, step, kind, data)
+  local k = tkey('wfevents', wid)
+  redis.call('XADD', k, 'MAXLEN', '~', tonumber(ARGV[1]) * 10, '*', 'type', kind, 'data', data, 'task', tid, 'step', step)
+  redis.call('PUBLISH', k, '')
+end
 -- data is a JSON object text, built by the caller or here with cjson.
 local function add_event(kind, data)
   redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[1], '*', 'type', kind, 'data', data)
+  local wid, step = task_wf()
+  if wid ~= '' then wf_event(wid, ARGV[3], step, kind, data) end
+end
+-- An event of another task than KEYS[1]'s (a step this transition readied or cancelled).
+local function add_event_for(id, kind, data)
+  local k = tkey('events', id)
+  redis.call('XADD', k, 'MAXLEN', ARGV[1], '*', 'type', kind, 'data', data)
+  redis.call('PUBLISH', k, '')
+  local f = redis.call('HMGET', tkey('task', id), 'workflow', 'step')
+  if f[1] and f[1] ~= '' then wf_event(f[1], id, f[2] or '', kind, data) end
 end
 -- Wakes whoever watches this task (SSE streams, waits): the channel is named like the stream.
 local function notify() redis.call('PUBLISH', KEYS[3], '') end
@@ -74,19 +106,19 @@ end
 -- A key of the task's tenant, built from the prefix of KEYS[1] ('<prefix>task:<36-char id>').
 -- As in BullMQ's scripts, these keys come from data rather than KEYS: every key shares the
 -- prefix's hash tag, so on a cluster they sit in the script's slot. keys.ts builds the same names.
-local function tenant_key(kind, tenant)
-  return string.sub(KEYS[1], 1, #KEYS[1] - 41) .. kind .. ':' .. tenant
-end
+local function tenant_key(kind, tenant) return tkey(kind, tenant) end
 local function tenant_of() return redis.call('HGET', KEYS[1], 'tenant') or 'default' end
 -- A task that never started gives back the quota units it spent, if its window is still on.
-local function refund(tenant)
-  local f = redis.call('HMGET', KEYS[1], 'attempt', 'cost', 'quota_window')
+local function refund_key(key, tenant)
+  local f = redis.call('HMGET', key, 'attempt', 'cost', 'quota_window')
   local cost = tonumber(f[2]) or 0
   if (tonumber(f[1]) or 0) > 0 or cost <= 0 or not f[3] or f[3] == '' then return end
   local q = tenant_key('quota', tenant)
   if redis.call('HGET', q, 'start') == f[3] then redis.call('HINCRBY', q, 'spent', -cost) end
-  redis.call('HSET', KEYS[1], 'cost', 0)
+  redis.call('HSET', key, 'cost', 0)
 end
+local function refund(tenant) refund_key(KEYS[1], tenant) end
+local function pending(s) return s == 'queued' or s == 'scheduled' or s == 'waiting' end
 -- A task reached done, failed or cancelled: it leaves the outbox and its tenant's running
 -- set, and it and its history expire after the ttl; the sweeper drops it from the listing
 -- indexes then (the member is '<id><tenant>\\n<user id>').
@@ -100,6 +132,129 @@ local function finish(now)
   local tenant = f[2] or 'default'
   redis.call('ZADD', KEYS[4], now + ttl * 1000, ARGV[3] .. tenant .. '\\n' .. (f[1] or ''))
   redis.call('ZREM', tenant_key('running', tenant), ARGV[3])
+end
+-- finish() for another task than KEYS[1]'s.
+local function finish_for(id, now)
+  local ttl = tonumber(ARGV[2])
+  local tk = tkey('task', id)
+  redis.call('ZREM', PFX .. 'outbox', id)
+  redis.call('EXPIRE', tk, ttl)
+  redis.call('EXPIRE', tkey('events', id), ttl)
+  redis.call('EXPIRE', tkey('output', id), ttl)
+  local f = redis.call('HMGET', tk, 'user_id', 'tenant')
+  local tenant = f[2] or 'default'
+  redis.call('ZADD', PFX .. 'expiring', now + ttl * 1000, id .. tenant .. '\\n' .. (f[1] or ''))
+  redis.call('ZREM', tenant_key('running', tenant), id)
+end
+-- Cancels a task that has not finished (a step of a workflow that failed or was cancelled).
+local function cancel_for(id, now, reason)
+  local tk = tkey('task', id)
+  local f = redis.call('HMGET', tk, 'status', 'tenant')
+  local s = f[1]
+  if not s or terminal(s) then return end
+  if s ~= 'running' then refund_key(tk, f[2] or 'default') end
+  redis.call('HSET', tk, 'status', 'cancelled', 'lease_until', '', 'retry_at', '', 'finished_at', now, 'updated_at', now)
+  add_event_for(id, 'cancelled', cjson.encode({reason = reason, was = s}))
+  finish_for(id, now)
+  if s == 'running' then redis.call('PUBLISH', PFX .. 'cancel', id) end
+end
+-- A workflow ends: done, or failed/cancelled with every step not finished (but \`except\`) cancelled.
+-- err: the error JSON text or ''. Answers false when it had ended already.
+local function wf_end(wid, status, err, except, reason, now)
+  local wk = tkey('wf', wid)
+  if redis.call('HGET', wk, 'status') ~= 'running' then return false end
+  redis.call('HSET', wk, 'status', status, 'error', err, 'finished_at', now)
+  if status ~= 'done' then
+    for _, st in ipairs(cjson.decode(redis.call('HGET', wk, 'steps') or '[]')) do
+      if st[2] ~= except then cancel_for(st[2], now, reason) end
+    end
+  end
+  local data = {status = status}
+  if err ~= '' then data.error = cjson.decode(err) end
+  wf_event(wid, '', '', 'workflow', cjson.encode(data))
+  local ttl = tonumber(ARGV[2])
+  redis.call('EXPIRE', wk, ttl)
+  redis.call('EXPIRE', tkey('wfevents', wid), ttl)
+  return true
+end
+-- The task in KEYS[1] failed or was cancelled: so does its workflow.
+local function wf_abort(status, err, now)
+  local wid = task_wf()
+  if wid ~= '' then wf_end(wid, status, err, ARGV[3], 'workflow ' .. status, now) end
+end
+-- The task in KEYS[1] is done: each step whose last need it was is queued, its outbox armed
+-- \`delay\` ms ahead (the caller publishes it first; the relay, should the caller die). The
+-- check and the queueing are one step, so a step readied by two needs ending at once on two
+-- workers is queued once. Answers the ids queued.
+local function step_done(now, delay)
+  local ready = {}
+  local wid = task_wf()
+  if wid == '' then return ready end
+  local deps = redis.call('HGET', KEYS[1], 'dependents')
+  if deps and deps ~= '' then
+    for _, d in ipairs(cjson.decode(deps)) do
+      local dk = tkey('task', d)
+      if redis.call('HGET', dk, 'status') == 'waiting' and redis.call('HINCRBY', dk, 'pending', -1) <= 0 then
+        redis.call('HSET', dk, 'status', 'queued', 'updated_at', now)
+        redis.call('ZADD', KEYS[2], now + delay, d)
+        add_event_for(d, 'status', '{"status":"queued","attempt":0}')
+        ready[#ready + 1] = d
+      end
+    end
+  end
+  local wk = tkey('wf', wid)
+  if redis.call('HGET', wk, 'status') == 'running' and redis.call('HINCRBY', wk, 'left', -1) <= 0 then
+    wf_end(wid, 'done', '', '', '', now)
+  end
+  return ready
+end
+-- Admission of a submit (create, createWorkflow): the tenant's submit rate, then its quota
+-- (or the downgrade's cost, dcost, when given). KEYS of the tenant: limits, quota, rate.
+-- Answers nil and the early reply, or the rate state {limit, remaining, reset} (-1s for no
+-- limit), the cost spent, the quota window start ('' when none) and 1 when downgraded.
+local function admit(now, lim_key, quota_key, rate_key, def_rate, def_units, def_window, cost, dcost, has_idem, idem_key, record_key)
+  local lim = redis.call('HMGET', lim_key, 'submits_per_s', 'quota_units', 'quota_window_seconds')
+  local rate = tonumber(lim[1]) or tonumber(def_rate)
+  local rl = {-1, -1, -1}
+  if rate > 0 then
+    local used = tonumber(redis.call('GET', rate_key) or '0')
+    local ttl = redis.call('PTTL', rate_key)
+    if used >= rate then return nil, {'rate_limited', '', '', '', '', rate, 0, math.max(ttl, 1)} end
+    used = redis.call('INCR', rate_key)
+    if ttl < 0 then redis.call('PEXPIRE', rate_key, 1000); ttl = 1000 end
+    rl = {rate, rate - used, ttl}
+  end
+  if has_idem then
+    local bound = redis.call('GET', idem_key)
+    if bound then return nil, {'replay', bound, '', '', '', rl[1], rl[2], rl[3]} end
+  end
+  if redis.call('EXISTS', record_key) == 1 then return nil, {'exists', '', '', '', '', rl[1], rl[2], rl[3]} end
+  local units = tonumber(lim[2]) or tonumber(def_units)
+  local window = (tonumber(lim[3]) or tonumber(def_window)) * 1000
+  local downgraded = 0
+  local qstart = ''
+  if units > 0 then
+    local start = now - (now % window)
+    local q = redis.call('HMGET', quota_key, 'start', 'spent')
+    local spent = 0
+    if tonumber(q[1]) == start then spent = tonumber(q[2]) or 0 end
+    if spent + cost > units then
+      if dcost and spent + dcost <= units then
+        cost = dcost
+        downgraded = 1
+      else
+        return nil, {'quota_exceeded', start + window - now, units, spent, start, rl[1], rl[2], rl[3], window / 1000}
+      end
+    end
+    if cost > 0 then
+      redis.call('HSET', quota_key, 'start', start, 'spent', spent + cost)
+      redis.call('PEXPIREAT', quota_key, start + window + 60000)
+      qstart = start
+    end
+  else
+    cost = 0
+  end
+  return rl, cost, qstart, downgraded
 end
 `;
 
@@ -119,61 +274,98 @@ export const SCRIPTS = {
    */
   create: `${PRELUDE}
 local now = now_ms()
-local lim = redis.call('HMGET', KEYS[7], 'submits_per_s', 'quota_units', 'quota_window_seconds')
-local rate = tonumber(lim[1]) or tonumber(ARGV[5])
-local rl = {-1, -1, -1}
-if rate > 0 then
-  local used = tonumber(redis.call('GET', KEYS[9]) or '0')
-  local ttl = redis.call('PTTL', KEYS[9])
-  if used >= rate then return {'rate_limited', '', '', '', '', rate, 0, math.max(ttl, 1)} end
-  used = redis.call('INCR', KEYS[9])
-  if ttl < 0 then redis.call('PEXPIRE', KEYS[9], 1000); ttl = 1000 end
-  rl = {rate, rate - used, ttl}
-end
-if ARGV[3] ~= '' then
-  local bound = redis.call('GET', KEYS[3])
-  if bound then return {'replay', bound, '', '', '', rl[1], rl[2], rl[3]} end
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', '', '', '', '', rl[1], rl[2], rl[3]} end
-local units = tonumber(lim[2]) or tonumber(ARGV[6])
-local window = (tonumber(lim[3]) or tonumber(ARGV[7])) * 1000
-local cost = tonumber(ARGV[8])
-local downgraded = 0
-local qstart = ''
-if units > 0 then
-  local start = now - (now % window)
-  local q = redis.call('HMGET', KEYS[8], 'start', 'spent')
-  local spent = 0
-  if tonumber(q[1]) == start then spent = tonumber(q[2]) or 0 end
-  if spent + cost > units then
-    local dcost = tonumber(ARGV[9])
-    if dcost and spent + dcost <= units then
-      cost = dcost
-      downgraded = 1
-    else
-      return {'quota_exceeded', start + window - now, units, spent, start, rl[1], rl[2], rl[3], window / 1000}
-    end
-  end
-  if cost > 0 then
-    redis.call('HSET', KEYS[8], 'start', start, 'spent', spent + cost)
-    redis.call('PEXPIREAT', KEYS[8], start + window + 60000)
-    qstart = start
-  end
-else
-  cost = 0
-end
+local rl, cost, qstart, downgraded = admit(now, KEYS[7], KEYS[8], KEYS[9], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[3] ~= '', KEYS[3], KEYS[1])
+if not rl then return cost end
 local args = {}
 for i = 11, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('HSET', KEYS[1], 'cost', cost, 'quota_window', qstart, 'downgraded', downgraded)
 if downgraded == 1 then redis.call('HSET', KEYS[1], 'input', ARGV[10]) end
-local f = redis.call('HMGET', KEYS[1], 'id', 'created_at')
+local f = redis.call('HMGET', KEYS[1], 'id', 'created_at', 'status', 'run_at')
 redis.call('ZADD', KEYS[2], ARGV[2], f[1])
 redis.call('ZADD', KEYS[5], f[2], f[1])
 if redis.call('HGET', KEYS[1], 'user_id') ~= '' then redis.call('ZADD', KEYS[6], f[2], f[1]) end
 if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4]) end
-redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[1], '*', 'type', 'status', 'data', '{"status":"queued","attempt":0}')
+local ev = '{"status":"queued","attempt":0}'
+if f[3] == 'scheduled' then ev = cjson.encode({status = 'scheduled', attempt = 0, run_at = tonumber(f[4])}) end
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[1], '*', 'type', 'status', 'data', ev)
 return {'created', downgraded, '', '', '', rl[1], rl[2], rl[3]}`,
+
+  /**
+   * A workflow and all its steps, after the admission of create (rate, then the quota for the
+   * sum of the steps' costs; no downgrade). KEYS[1] workflow hash, KEYS[2] outbox, KEYS[3] the
+   * tenant's workflow index, KEYS[4] tenant task index, KEYS[5] user index (or the unused key),
+   * KEYS[6] tenant limits, KEYS[7] quota, KEYS[8] submit rate.
+   * ARGV: historyLimit, publishDueAt, workflow id, submits/s, quota units, quota window s, cost,
+   * the workflow's fields (JSON object), its steps (JSON array of {id, fields, ready}).
+   * Answers as create.
+   */
+  createWorkflow: `${PRELUDE}
+PFX = string.sub(KEYS[1], 1, #KEYS[1] - 39)
+local now = now_ms()
+-- A handler's ctx.spawn run again after a crash finds its workflow there: nothing is spent twice.
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', '', '', '', '', -1, -1, -1} end
+local rl, cost, qstart = admit(now, KEYS[6], KEYS[7], KEYS[8], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), nil, false, '', KEYS[1])
+if not rl then return cost end
+local wf = cjson.decode(ARGV[8])
+local steps = cjson.decode(ARGV[9])
+for k, v in pairs(wf) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('HSET', KEYS[1], 'left', #steps)
+redis.call('ZADD', KEYS[3], wf.created_at, ARGV[3])
+for i, st in ipairs(steps) do
+  local tk = tkey('task', st.id)
+  for k, v in pairs(st.fields) do redis.call('HSET', tk, k, v) end
+  -- The workflow's units are counted on its first step: a cancel before it starts gives them back.
+  if i == 1 then redis.call('HSET', tk, 'cost', cost, 'quota_window', qstart) end
+  redis.call('ZADD', KEYS[4], wf.created_at, st.id)
+  if wf.user_id ~= '' then redis.call('ZADD', KEYS[5], wf.created_at, st.id) end
+  if st.ready then redis.call('ZADD', KEYS[2], ARGV[2], st.id) end
+  local k = tkey('events', st.id)
+  local ev = st.ready and '{"status":"queued","attempt":0}' or '{"status":"waiting","attempt":0}'
+  redis.call('XADD', k, 'MAXLEN', ARGV[1], '*', 'type', 'status', 'data', ev)
+  wf_event(ARGV[3], st.id, st.fields.step, 'status', ev)
+end
+return {'created', 0, '', '', '', rl[1], rl[2], rl[3]}`,
+
+  /**
+   * Cancels a workflow's steps not finished. KEYS[1] workflow hash. ARGV: historyLimit, ttl,
+   * workflow id, reason (or ''), tenant the caller acts for ('' for any).
+   */
+  cancelWorkflow: `${PRELUDE}
+PFX = string.sub(KEYS[1], 1, #KEYS[1] - 39)
+local f = redis.call('HMGET', KEYS[1], 'status', 'tenant')
+if not f[1] then return 'missing' end
+if ARGV[5] ~= '' and f[2] ~= ARGV[5] then return 'missing' end
+if f[1] ~= 'running' then return 'terminal' end
+local reason = 'workflow cancelled'
+if ARGV[4] ~= '' then reason = ARGV[4] end
+wf_end(ARGV[3], 'cancelled', '', '', reason, now_ms())
+return 'cancelled'`,
+
+  /**
+   * failed or cancelled → queued with a fresh set of attempts, out of the dead letters and of
+   * the expiring set (it lives on). ARGV[4..]: publishDueAt, tenant the caller acts for ('' for any).
+   */
+  rerun: `${PRELUDE}
+local f = redis.call('HMGET', KEYS[1], 'status', 'tenant', 'workflow', 'reruns', 'user_id')
+if not f[1] then return {'missing'} end
+local tenant = f[2] or 'default'
+if ARGV[5] ~= '' and tenant ~= ARGV[5] then return {'missing'} end
+if (f[1] ~= 'failed' and f[1] ~= 'cancelled') or (f[3] and f[3] ~= '') then return with_record('conflict') end
+local now = now_ms()
+local n = (tonumber(f[4]) or 0) + 1
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', 0, 'error', '', 'result', '', 'progress', 0, 'message', '',
+  'worker', '', 'lease_until', '', 'retry_at', '', 'throttles', 0, 'result_published', 0, 'request_published', 0,
+  'reruns', n, 'started_at', '', 'finished_at', '', 'updated_at', now)
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[3])
+redis.call('PERSIST', KEYS[5])
+redis.call('ZREM', KEYS[4], ARGV[3] .. tenant .. '\\n' .. (f[5] or ''))
+redis.call('ZREM', tenant_key('dead', tenant), ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+add_event('status', cjson.encode({status = 'queued', attempt = 0, rerun = n}))
+notify()
+return with_record('rerun')`,
 
   /**
    * ARGV[4..]: worker, leaseMs, takeoverDelayMs, default cap on a tenant's running tasks (0 =
@@ -186,7 +378,9 @@ local f = redis.call('HMGET', KEYS[1], 'status', 'lease_until', 'retry_at', 'att
 if not f[1] then return {'missing'} end
 if terminal(f[1]) then return with_record('terminal') end
 if f[1] == 'running' and tonumber(f[2]) and tonumber(f[2]) > now then return with_record('busy') end
-if f[1] == 'queued' and tonumber(f[3]) and tonumber(f[3]) > now then return with_record('busy') end
+if (f[1] == 'queued' or f[1] == 'scheduled') and tonumber(f[3]) and tonumber(f[3]) > now then return with_record('busy') end
+-- A waiting step's needs are not done: it has no message of its own yet (a stray one is dropped).
+if f[1] == 'waiting' then return with_record('busy') end
 local lost = f[1] == 'running'
 local attempts = tonumber(f[4]) or 0
 if lost and attempts >= (tonumber(f[5]) or 1) then
@@ -195,6 +389,8 @@ if lost and attempts >= (tonumber(f[5]) or 1) then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'error', err, 'lease_until', '', 'finished_at', now, 'updated_at', now)
   add_event('failed', '{"error":' .. err .. '}')
   finish(now)
+  redis.call('ZADD', tenant_key('dead', f[6] or 'default'), now, ARGV[3])
+  wf_abort('failed', err, now)
   notify()
   return with_record('exhausted')
 end
@@ -243,17 +439,26 @@ local bad = owned(ARGV[4]); if bad then return bad end
 if apply_events(5) > 0 then notify() end
 return 'ok'`,
 
-  /** ARGV[4..]: worker, resultJson, then the handler's pending events. Answers the record. */
+  /**
+   * ARGV[4..]: worker, resultJson, delay before the relay publishes a step this readies, then
+   * the handler's pending events. Answers the record, and the steps it readied (`__ready`).
+   */
   complete: `${PRELUDE}
 local bad = owned(ARGV[4]); if bad then return bad end
-apply_events(6)
+apply_events(7)
 local now = now_ms()
 redis.call('HSET', KEYS[1], 'status', 'done', 'result', ARGV[5], 'progress', 100, 'lease_until', '',
   'finished_at', now, 'updated_at', now)
 add_event('done', '{"result":' .. ARGV[5] .. '}')
 finish(now)
+local ready = step_done(now, tonumber(ARGV[6]))
 notify()
-return with_record('ok')`,
+local r = with_record('ok')
+if #ready > 0 then
+  r[#r + 1] = '__ready'
+  r[#r + 1] = table.concat(ready, ',')
+end
+return r`,
 
   /** ARGV[4..]: worker, errorJson, retryAt, then the handler's pending events. Answers the record. */
   retry: `${PRELUDE}
@@ -277,6 +482,8 @@ redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[5], 'lease_until',
   'finished_at', now, 'updated_at', now)
 add_event('failed', '{"error":' .. ARGV[5] .. '}')
 finish(now)
+redis.call('ZADD', tenant_key('dead', tenant_of()), now, ARGV[3])
+wf_abort('failed', ARGV[5], now)
 notify()
 return with_record('ok')`,
 
@@ -295,6 +502,7 @@ redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[4], 'result_publis
   'finished_at', now, 'updated_at', now)
 add_event('failed', '{"error":' .. ARGV[4] .. '}')
 finish(now)
+wf_abort('failed', ARGV[4], now)
 notify()
 if ARGV[5] == '1' then
   local bound = redis.call('GET', KEYS[6])
@@ -314,7 +522,7 @@ if not s then return {'missing'} end
 local tenant = tenant_of()
 if ARGV[6] ~= '' and tenant ~= ARGV[6] then return {'missing'} end
 if terminal(s) then return with_record('terminal') end
-if s == 'queued' then refund(tenant) end
+if pending(s) then refund(tenant) end
 local now = now_ms()
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'lease_until', '', 'retry_at', '',
   'finished_at', now, 'updated_at', now)
@@ -323,6 +531,7 @@ if ARGV[4] ~= '' then reason = ARGV[4] end
 add_event('cancelled', cjson.encode({reason = reason, was = s}))
 finish(now)
 if s == 'running' then redis.call('PUBLISH', ARGV[5], ARGV[3]) end
+wf_abort('cancelled', '', now)
 notify()
 return with_record(s)`,
 
@@ -348,7 +557,8 @@ for i = 2, #KEYS do
   if s then redis.call('HSET', KEYS[i], 'request_published', 1) end
   -- A queued task with a retry_at still ahead was deferred since (its tenant at its cap): its entry stays.
   local deferred = tonumber(f[3]) and tonumber(f[3]) > now
-  if not s or s == 'done' or s == 'failed' or s == 'cancelled' or (s == 'queued' and tonumber(f[2]) == attempt and not deferred) then
+  local published = (s == 'queued' or s == 'scheduled') and tonumber(f[2]) == attempt and not deferred
+  if not s or s == 'done' or s == 'failed' or s == 'cancelled' or published then
     redis.call('ZREM', KEYS[1], id)
   end
 end

@@ -47,6 +47,16 @@ import {
   type WorkerInfo,
   type TransitionCode,
   type TransitionResult,
+  type Admission,
+  type CreateWorkflowResult,
+  type DeadLetterQuery,
+  type ListCursor,
+  type NewWorkflow,
+  type RerunResult,
+  type WorkflowCancelResult,
+  type WorkflowEvent,
+  type WorkflowRecord,
+  type WorkflowStatus,
 } from './port.ts';
 import { LIMIT_FIELDS, quotaUsageOf } from './access.ts';
 import { SCRIPTS, type ScriptName } from './redis-scripts.ts';
@@ -115,6 +125,11 @@ function toRecord(h: Record<string, string>, output = ''): TaskRecord {
     quotaWindow: num(h.quota_window),
     downgraded: h.downgraded === '1',
     traceContext: h.trace ? (JSON.parse(h.trace) as Record<string, string>) : {},
+    runAt: num(h.run_at),
+    workflowId: h.workflow || null,
+    step: h.step || null,
+    needs: h.needs ? (JSON.parse(h.needs) as string[]) : [],
+    reruns: num(h.reruns) ?? 0,
     createdAt: num(h.created_at) ?? 0,
     startedAt: num(h.started_at),
     finishedAt: num(h.finished_at),
@@ -128,10 +143,28 @@ function pairs(flat: unknown[]): Record<string, string> {
   return out;
 }
 
-/** A transition's reply: the code alone, or the code followed by the record. */
+/** A transition's reply: the code alone, or the code followed by the record (and the steps it readied, `__ready`). */
 function toTransitionResult(reply: unknown): TransitionResult {
-  if (Array.isArray(reply)) return { code: 'ok', task: toRecord(pairs(reply.slice(1) as unknown[])) };
-  return { code: reply as Exclude<TransitionCode, 'ok'> };
+  if (!Array.isArray(reply)) return { code: reply as Exclude<TransitionCode, 'ok'> };
+  const h = pairs(reply.slice(1) as unknown[]);
+  const ready = h.__ready;
+  return ready ? { code: 'ok', task: toRecord(h), ready: ready.split(',') } : { code: 'ok', task: toRecord(h) };
+}
+
+function toWorkflow(h: Record<string, string>): WorkflowRecord | null {
+  if (!h.id || !h.tenant) return null;
+  return {
+    id: h.id,
+    tenant: h.tenant,
+    name: h.name || null,
+    userId: h.user_id || null,
+    parentTaskId: h.parent_task || null,
+    status: (h.status ?? 'running') as WorkflowStatus,
+    steps: (JSON.parse(h.steps ?? '[]') as [string, string][]).map(([step, taskId]) => ({ step, taskId })),
+    error: parseJson(h.error) as TaskError | null,
+    createdAt: num(h.created_at) ?? 0,
+    finishedAt: num(h.finished_at),
+  };
 }
 
 /** The flat arguments of handler events for the scripts' apply_events (see redis-scripts.ts). */
@@ -175,6 +208,7 @@ export class RedisTaskStore implements TaskStore {
   private readonly historyLimit: string;
   private readonly outputLimit: string;
   private readonly takeoverDelay: string;
+  private readonly readyDelay: string;
   private readonly opTimeoutMs: number;
   private readonly logger: Logger;
   private readonly cluster: boolean;
@@ -184,6 +218,7 @@ export class RedisTaskStore implements TaskStore {
   private readonly marks: Batcher<string>;
   private readonly disarms: Batcher<{ id: string; attempt: number }>;
   private hub: WatchHub | undefined;
+  private wfHub: WatchHub | undefined;
   private subscriber: Client | undefined;
   private subscriberConnecting: Promise<void> | undefined;
   readonly stats: StoreStats = { roundTrips: 0 };
@@ -199,6 +234,7 @@ export class RedisTaskStore implements TaskStore {
     this.historyLimit = String(opts.historyLimit ?? 1000);
     this.outputLimit = String(opts.outputLimitBytes ?? 1024 * 1024);
     this.takeoverDelay = String(opts.takeoverDelayMs ?? 1000);
+    this.readyDelay = String(opts.readyPublishDelayMs ?? 2000);
     this.opTimeoutMs = opts.opTimeoutMs ?? 5000;
     this.logger = opts.logger ?? silentLogger;
     this.client = createRedisClient(opts);
@@ -306,7 +342,7 @@ export class RedisTaskStore implements TaskStore {
       id,
       tenant,
       type: task.type,
-      status: 'queued',
+      status: task.runAt === undefined ? 'queued' : 'scheduled',
       input: json(task.input),
       user_id: task.userId ?? '',
       priority: task.priority,
@@ -319,6 +355,8 @@ export class RedisTaskStore implements TaskStore {
       updated_at: task.createdAt,
     };
     if (task.traceContext && Object.keys(task.traceContext).length > 0) fields.trace = json(task.traceContext);
+    // A delayed task is not due before run_at: the relay publishes it then, and a claim before is `busy`.
+    if (task.runAt !== undefined) Object.assign(fields, { run_at: task.runAt, retry_at: task.runAt });
     const k = this.keys;
     const keys = [
       k.task(id),
@@ -333,7 +371,7 @@ export class RedisTaskStore implements TaskStore {
     ];
     const args = [
       this.historyLimit,
-      publishDueAt,
+      task.runAt ?? publishDueAt,
       idem ? `${id}|${idem.fingerprint}` : '',
       idem?.ttlSeconds ?? 0,
       adm?.submitsPerSecond ?? 0,
@@ -399,7 +437,7 @@ export class RedisTaskStore implements TaskStore {
   }
 
   complete(id: string, worker: string, result: unknown, events: readonly HandlerEvent[] = []): Promise<TransitionResult> {
-    return this.ending('complete', id, [worker, json(result)], events);
+    return this.ending('complete', id, [worker, json(result), this.readyDelay], events);
   }
 
   retryLater(id: string, worker: string, error: TaskError, retryAt: number, events: readonly HandlerEvent[] = []): Promise<TransitionResult> {
@@ -489,7 +527,7 @@ export class RedisTaskStore implements TaskStore {
     if (code === 'missing') return { outcome: 'missing' };
     const task = toRecord(pairs(rest));
     if (code === 'terminal') return { outcome: 'terminal', task };
-    if (code === 'queued' || code === 'running') return { outcome: 'cancelled', was: code, task };
+    if (code === 'queued' || code === 'running' || code === 'scheduled' || code === 'waiting') return { outcome: 'cancelled', was: code, task };
     throw new Error(`unexpected cancel reply ${String(code)}`);
   }
 
@@ -714,7 +752,7 @@ export class RedisTaskStore implements TaskStore {
         .exec(),
     )) as unknown as [number, string[]];
     const counts: TaskCounts = {
-      byStatus: { queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 },
+      byStatus: { scheduled: 0, waiting: 0, queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 },
       byType: {},
       scanned: 0,
       truncated: Number(total) > budget,
@@ -731,6 +769,191 @@ export class RedisTaskStore implements TaskStore {
       counts.byType[type] = (counts.byType[type] ?? 0) + 1;
     }
     return counts;
+  }
+
+  // --- delayed tasks, workflows, reruns and dead letters ---
+
+  async createWorkflow(wf: NewWorkflow, publishDueAt: number, opts: { admission?: Admission } = {}): Promise<CreateWorkflowResult> {
+    const id = wf.id.toLowerCase();
+    const tenant = wf.tenant;
+    const adm = opts.admission;
+    const taskOf = new Map(wf.steps.map((st) => [st.step, st.task.id.toLowerCase()]));
+    const steps = wf.steps.map((st) => {
+      const tid = st.task.id.toLowerCase();
+      this.keys.task(tid); // a bad id fails here
+      const needs = st.needs.map((n) => taskOf.get(n) ?? '');
+      const dependents = wf.steps.filter((o) => o.needs.includes(st.step)).map((o) => o.task.id.toLowerCase());
+      const fields: Record<string, string | number> = {
+        id: tid,
+        tenant,
+        type: st.task.type,
+        status: needs.length > 0 ? 'waiting' : 'queued',
+        input: json(st.task.input),
+        user_id: st.task.userId ?? '',
+        priority: st.task.priority,
+        attempt: 0,
+        max_attempts: st.task.maxAttempts,
+        progress: 0,
+        result_published: 0,
+        request_published: 0,
+        created_at: st.task.createdAt,
+        updated_at: st.task.createdAt,
+        workflow: id,
+        step: st.step,
+        needs: json(needs),
+        pending: needs.length,
+        dependents: json(dependents),
+      };
+      if (st.task.traceContext && Object.keys(st.task.traceContext).length > 0) fields.trace = json(st.task.traceContext);
+      return { id: tid, fields, ready: needs.length === 0 };
+    });
+    const wfFields = {
+      id,
+      tenant,
+      name: wf.name ?? '',
+      user_id: wf.userId ?? '',
+      parent_task: wf.parentTaskId ?? '',
+      status: 'running',
+      steps: json(wf.steps.map((st) => [st.step, st.task.id.toLowerCase()])),
+      created_at: wf.createdAt,
+    };
+    const k = this.keys;
+    const keys = [
+      k.workflow(id),
+      k.outbox(),
+      k.workflowIndex(tenant),
+      k.index(tenant),
+      wf.userId ? k.userIndex(tenant, wf.userId) : k.unused(),
+      k.tenant(tenant),
+      k.quota(tenant),
+      k.rate(tenant, 'submits'),
+    ];
+    const args = [
+      this.historyLimit,
+      publishDueAt,
+      id,
+      adm?.submitsPerSecond ?? 0,
+      adm?.quotaUnits ?? 0,
+      adm?.quotaWindowSeconds ?? 86_400,
+      adm?.cost ?? 0,
+      JSON.stringify(wfFields),
+      JSON.stringify(steps),
+    ];
+    const [outcome, a, b, c, d, limit, remaining, reset, window] = (await this.script('createWorkflow', keys, args)) as [string, ...(string | number)[]];
+    const rate: RateState | undefined = Number(limit) >= 0 ? { limit: Number(limit), remaining: Number(remaining), resetMs: Number(reset) } : undefined;
+    if (outcome === 'exists') return { outcome };
+    if (outcome === 'rate_limited') return { outcome, rate: rate ?? { limit: 0, remaining: 0, resetMs: 1000 } };
+    if (outcome === 'quota_exceeded') {
+      const windowStart = Number(d);
+      const windowSeconds = Number(window);
+      return {
+        outcome,
+        retryAfterMs: Number(a),
+        usage: { tenant, units: Number(b), windowSeconds, spent: Number(c), windowStart, resetsAt: windowStart + windowSeconds * 1000 },
+      };
+    }
+    return rate ? { outcome: 'created', rate } : { outcome: 'created' };
+  }
+
+  async getWorkflow(id: string): Promise<WorkflowRecord | null> {
+    return toWorkflow(await this.call('getWorkflow', () => this.client.hGetAll(this.keys.workflow(id))));
+  }
+
+  async listWorkflows(tenant: string, limit: number, after?: ListCursor): Promise<{ workflows: WorkflowRecord[]; next: ListCursor | null }> {
+    const index = this.keys.workflowIndex(tenant);
+    const top = after ? String(after.createdAt) : '+inf';
+    // One page and one more, past those the cursor already passed at its own time.
+    const entries = await this.call('listWorkflows', () =>
+      this.client.zRangeWithScores(index, top, '-inf', { BY: 'SCORE', REV: true, LIMIT: { offset: 0, count: limit * 2 + 50 } }),
+    );
+    const fresh = entries.filter((e) => !after || e.score < after.createdAt || e.value < after.id);
+    const recs = await Promise.all(fresh.map((e) => this.getWorkflow(e.value)));
+    const gone = fresh.filter((_, i) => recs[i] === null).map((e) => e.value);
+    if (gone.length > 0) await this.call('listWorkflows', () => this.client.zRem(index, gone));
+    const live = recs.filter((w): w is WorkflowRecord => w !== null && w.tenant === tenant);
+    const page = live.slice(0, limit);
+    const last = page.at(-1);
+    const more = live.length > limit || entries.length === limit * 2 + 50;
+    return { workflows: page, next: more && last ? { createdAt: last.createdAt, id: last.id } : null };
+  }
+
+  async cancelWorkflow(id: string, reason: string | null, tenant?: string): Promise<WorkflowCancelResult> {
+    const code = await this.script('cancelWorkflow', [this.keys.workflow(id)], [this.historyLimit, this.ttl, id.toLowerCase(), reason ?? '', tenant ?? '']);
+    if (code === 'missing') return { outcome: 'missing' };
+    const wf = await this.getWorkflow(id);
+    if (!wf) return { outcome: 'missing' };
+    return code === 'cancelled' ? { outcome: 'cancelled', workflow: wf } : { outcome: 'terminal', workflow: wf };
+  }
+
+  async workflowEvents(id: string, after: string | null, limit: number): Promise<WorkflowEvent[]> {
+    const key = this.keys.workflowEvents(id);
+    const start = after === null ? '-' : `(${after}`;
+    const entries = await this.call('workflowEvents', () => this.client.xRange(key, start, '+', { COUNT: limit }));
+    return (entries ?? []).flatMap((e) => {
+      if (!e) return [];
+      const type = e.message.type as TaskEventType;
+      if (!EVENT_TYPES.includes(type)) return [];
+      return [{ id: e.id, type, data: parseJson(e.message.data) as Record<string, unknown>, taskId: e.message.task ?? '', step: e.message.step ?? '' }];
+    });
+  }
+
+  async watchWorkflow(id: string): Promise<TaskWatch> {
+    const channelOf = (wfId: string) => this.keys.workflowEvents(wfId);
+    this.wfHub ??= new WatchHub({
+      subscribe: async (wfId) => {
+        const sub = await this.subscriberClient();
+        await this.call('subscribe', () => sub.subscribe(channelOf(wfId), () => this.wfHub?.notify(wfId)));
+      },
+      unsubscribe: (wfId) => {
+        void this.subscriber?.unsubscribe(channelOf(wfId)).catch(() => undefined);
+      },
+    });
+    return this.wfHub.watch(id.toLowerCase());
+  }
+
+  async rerun(id: string, publishDueAt: number, tenant?: string): Promise<RerunResult> {
+    const f = this.frame(id);
+    const [code, ...rest] = (await this.script('rerun', f.keys, [...f.args, publishDueAt, tenant ?? ''])) as unknown[];
+    if (code === 'missing') return { outcome: 'missing' };
+    const task = toRecord(pairs(rest));
+    return code === 'rerun' ? { outcome: 'rerun', task } : { outcome: 'conflict', task };
+  }
+
+  async deadLetters(q: DeadLetterQuery): Promise<ListPage> {
+    const key = this.keys.dead(q.tenant);
+    const top = q.after ? String(q.after.createdAt) : '+inf';
+    const tasks: TaskRecord[] = [];
+    let offset = 0;
+    let scanned = 0;
+    const page = 200;
+    for (;;) {
+      const entries = await this.call('deadLetters', () =>
+        this.client.zRangeWithScores(key, top, '-inf', { BY: 'SCORE', REV: true, LIMIT: { offset, count: page } }),
+      );
+      offset += entries.length;
+      const fresh = entries.filter((e) => !q.after || e.score < q.after.createdAt || e.value < q.after.id);
+      const recs = await Promise.all(fresh.map((e) => this.get(e.value)));
+      const gone: string[] = [];
+      for (const [i, e] of fresh.entries()) {
+        scanned++;
+        const rec = recs[i];
+        // Expired, or rerun since: no longer a dead letter.
+        if (!rec || rec.status !== 'failed') {
+          gone.push(e.value);
+          continue;
+        }
+        if ((q.type && rec.type !== q.type) || (q.code && rec.error?.code !== q.code)) continue;
+        tasks.push(rec);
+        if (tasks.length === q.limit) return { tasks, next: { createdAt: e.score, id: e.value } };
+      }
+      if (gone.length > 0) {
+        await this.call('deadLetters', () => this.client.zRem(key, gone));
+        offset -= gone.length;
+      }
+      const lastEntry = fresh.at(-1);
+      if (entries.length < page) return { tasks, next: null };
+      if (scanned >= LIST_SCAN_BUDGET) return { tasks, next: lastEntry ? { createdAt: lastEntry.score, id: lastEntry.value } : null };
+    }
   }
 
   async ping(): Promise<void> {

@@ -694,7 +694,7 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       expect((await store.complete(first.id, 'w1', { ok: true })).code).toBe('ok');
       const all = await store.countTasks(tenant);
       expect(all).toEqual({
-        byStatus: { queued: 2, running: 0, done: 1, failed: 0, cancelled: 0 },
+        byStatus: { scheduled: 0, waiting: 0, queued: 2, running: 0, done: 1, failed: 0, cancelled: 0 },
         byType: { agent: 2, report: 1 },
         scanned: 3,
         truncated: false,
@@ -713,6 +713,194 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       await sleep(150);
       const again = await store.claim(t.id, 'w2', 30_000);
       expect(again).toMatchObject({ outcome: 'claimed', afterLostLease: true });
+    });
+
+    it('holds a delayed task as scheduled until run_at: busy before, due in the outbox then, claimable after', async () => {
+      const runAt = Date.now() + 400;
+      const t = newTask({ runAt });
+      await store.create(t, Date.now());
+      expect(await store.get(t.id)).toMatchObject({ status: 'scheduled', runAt, retryAt: runAt });
+      expect((await store.events(t.id, null, 10))[0]?.data).toMatchObject({ status: 'scheduled', run_at: runAt });
+      expect((await store.claim(t.id, 'w1', 10_000)).outcome).toBe('busy');
+      expect(await store.outboxDue(1000, 10)).not.toContain(t.id);
+      // A publish before it is due leaves its entry armed.
+      await store.disarmOutbox(t.id, 0);
+      await sleep(450);
+      expect(await store.outboxDue(1000, 60_000)).toContain(t.id);
+      await store.disarmOutbox(t.id, 0);
+      expect(await store.outboxDue(1000, 60_000)).not.toContain(t.id);
+      expect(await store.claim(t.id, 'w1', 10_000)).toMatchObject({ outcome: 'claimed', task: { status: 'running', attempt: 1 } });
+    });
+
+    it('cancels a scheduled task before it is due, giving its units back', async () => {
+      const tenant = `t${randomUUID().slice(0, 8)}`;
+      const t = newTask({ tenant, runAt: Date.now() + 60_000 });
+      await store.create(t, Date.now(), { admission: admission({ quotaUnits: 10, cost: 4 }) });
+      expect((await store.quotaUsage(tenant, { quotaUnits: 10, quotaWindowSeconds: 86_400 })).spent).toBe(4);
+      expect(await store.cancel(t.id, null, tenant)).toMatchObject({ outcome: 'cancelled', was: 'scheduled' });
+      expect((await store.quotaUsage(tenant, { quotaUnits: 10, quotaWindowSeconds: 86_400 })).spent).toBe(0);
+    });
+
+    /** research → (a, b) → writer, of `tenant`. */
+    const diamond = (tenant: string) => {
+      const now = Date.now();
+      const ids = { research: randomUUID(), a: randomUUID(), b: randomUUID(), writer: randomUUID() };
+      const step = (name: keyof typeof ids, needs: string[]) => ({
+        step: name,
+        needs,
+        task: newTask({ id: ids[name], tenant, type: `t_${name}`, createdAt: now }),
+      });
+      return {
+        ids,
+        wf: {
+          id: randomUUID(),
+          tenant,
+          name: 'diamond',
+          userId: 'u1',
+          parentTaskId: null,
+          createdAt: now,
+          steps: [step('research', []), step('a', ['research']), step('b', ['research']), step('writer', ['a', 'b'])],
+        },
+      };
+    };
+    const run = async (id: string, worker: string, result: unknown) => {
+      const c = await store.claim(id, worker, 10_000);
+      expect(c.outcome, `claim of ${id}`).toBe('claimed');
+      return store.complete(id, worker, result);
+    };
+
+    it('workflows: a step is queued when the last of its needs is done, once, and the workflow ends done', async () => {
+      const tenant = `t${randomUUID().slice(0, 8)}`;
+      const { ids, wf } = diamond(tenant);
+      expect(await store.createWorkflow(wf, Date.now() + 60_000)).toEqual({ outcome: 'created' });
+      expect(await store.createWorkflow(wf, Date.now() + 60_000)).toEqual({ outcome: 'exists' });
+      const got = await store.getWorkflow(wf.id);
+      expect(got).toMatchObject({ id: wf.id, tenant, name: 'diamond', status: 'running', steps: wf.steps.map((s) => ({ step: s.step, taskId: s.task.id })) });
+      expect(await store.get(ids.research)).toMatchObject({ status: 'queued', workflowId: wf.id, step: 'research', needs: [] });
+      expect(await store.get(ids.writer)).toMatchObject({ status: 'waiting', needs: [ids.a, ids.b] });
+      // A stray message of a waiting step is dropped.
+      expect((await store.claim(ids.writer, 'w1', 10_000)).outcome).toBe('busy');
+      const due = await store.outboxDue(1000, 10);
+      expect(due).not.toContain(ids.a);
+      expect(due).not.toContain(ids.writer);
+
+      const r1 = await run(ids.research, 'w1', { found: 1 });
+      expect(r1.code === 'ok' && [...(r1.ready ?? [])].sort()).toEqual([ids.a, ids.b].sort());
+      expect(await store.get(ids.a)).toMatchObject({ status: 'queued' });
+      // Both needs of the writer end at once: it is readied by exactly one of them.
+      await store.claim(ids.a, 'w1', 10_000);
+      await store.claim(ids.b, 'w2', 10_000);
+      const [ra, rb] = await Promise.all([store.complete(ids.a, 'w1', 'A'), store.complete(ids.b, 'w2', 'B')]);
+      const readied = [ra, rb].flatMap((r) => (r.code === 'ok' ? (r.ready ?? []) : []));
+      expect(readied).toEqual([ids.writer]);
+      expect(await store.get(ids.writer)).toMatchObject({ status: 'queued' });
+      expect((await store.getWorkflow(wf.id))?.status).toBe('running');
+      const rw = await run(ids.writer, 'w1', 'report');
+      expect(rw.code === 'ok' && rw.ready).toBeFalsy();
+      expect(await store.getWorkflow(wf.id)).toMatchObject({ status: 'done', error: null });
+      expect((await store.getWorkflow(wf.id))?.finishedAt).toBeGreaterThan(0);
+
+      // The workflow's stream holds every step's events in order, and its own end, resumable after any id.
+      const events = await store.workflowEvents(wf.id, null, 1000);
+      expect(events.at(-1)).toMatchObject({ type: 'workflow', data: { status: 'done' }, step: '' });
+      expect(events.filter((e) => e.type === 'done').map((e) => e.step)).toEqual(['research', expect.any(String), expect.any(String), 'writer']);
+      expect(events.find((e) => e.type === 'done' && e.step === 'writer')).toMatchObject({ taskId: ids.writer, data: { result: 'report' } });
+      const mid = events[3]?.id ?? '';
+      expect(await store.workflowEvents(wf.id, mid, 1000)).toEqual(events.slice(4));
+      const listed = await store.listWorkflows(tenant, 10);
+      expect(listed.workflows.map((w) => w.id)).toEqual([wf.id]);
+      expect(await store.listWorkflows('someone-else', 10)).toEqual({ workflows: [], next: null });
+    });
+
+    it('workflows: a step that fails fails the workflow and cancels the steps not run; cancel stops them all', async () => {
+      const tenant = `t${randomUUID().slice(0, 8)}`;
+      const { ids, wf } = diamond(tenant);
+      await store.createWorkflow(wf, Date.now() + 60_000);
+      await run(ids.research, 'w1', 1);
+      await store.claim(ids.a, 'w1', 10_000);
+      const cancelled: string[] = [];
+      const watch = await store.watchCancellations((id) => cancelled.push(id));
+      const watchWf = await store.watchWorkflow(wf.id);
+      const woke = watchWf.changed(5000);
+      await store.claim(ids.b, 'w2', 10_000);
+      const boom = { code: 'boom', message: 'b broke', retriable: false };
+      expect((await store.fail(ids.b, 'w2', boom)).code).toBe('ok');
+      expect(await woke).toBe(true);
+      watchWf.close();
+      expect(await store.getWorkflow(wf.id)).toMatchObject({ status: 'failed', error: boom });
+      // The running step is cancelled (its worker hears of it), the waiting one never runs.
+      expect(await store.get(ids.a)).toMatchObject({ status: 'cancelled' });
+      expect(await store.get(ids.writer)).toMatchObject({ status: 'cancelled' });
+      await sleep(200);
+      expect(cancelled).toContain(ids.a);
+      await watch.close();
+      expect((await store.complete(ids.a, 'w1', 'late')).code).toBe('terminal');
+      const wfEvents = await store.workflowEvents(wf.id, null, 1000);
+      expect(wfEvents.at(-1)).toMatchObject({ type: 'workflow', data: { status: 'failed', error: boom } });
+      // A failed step is a dead letter; its workflow steps are not rerun one by one.
+      expect((await store.deadLetters({ tenant, limit: 10 })).tasks.map((t) => t.id)).toEqual([ids.b]);
+      expect((await store.rerun(ids.b, Date.now(), tenant)).outcome).toBe('conflict');
+
+      const second = diamond(tenant);
+      await store.createWorkflow(second.wf, Date.now() + 60_000);
+      expect(await store.cancelWorkflow(second.wf.id, null, 'someone-else')).toEqual({ outcome: 'missing' });
+      expect(await store.cancelWorkflow(second.wf.id, 'stop', tenant)).toMatchObject({ outcome: 'cancelled', workflow: { status: 'cancelled' } });
+      for (const id of Object.values(second.ids)) expect((await store.get(id))?.status).toBe('cancelled');
+      expect((await store.cancelWorkflow(second.wf.id, null, tenant)).outcome).toBe('terminal');
+      // Cancelling one step cancels its workflow.
+      const third = diamond(tenant);
+      await store.createWorkflow(third.wf, Date.now() + 60_000);
+      expect(await store.cancel(third.ids.writer, null, tenant)).toMatchObject({ outcome: 'cancelled', was: 'waiting' });
+      expect(await store.getWorkflow(third.wf.id)).toMatchObject({ status: 'cancelled' });
+      expect((await store.get(third.ids.research))?.status).toBe('cancelled');
+    });
+
+    it('workflows: spend the sum of their steps on the quota, refused whole when it does not fit', async () => {
+      const tenant = `t${randomUUID().slice(0, 8)}`;
+      const adm = admission({ quotaUnits: 10, cost: 8 });
+      expect((await store.createWorkflow(diamond(tenant).wf, Date.now() + 60_000, { admission: adm })).outcome).toBe('created');
+      const refused = diamond(tenant);
+      expect(await store.createWorkflow(refused.wf, Date.now() + 60_000, { admission: adm })).toMatchObject({ outcome: 'quota_exceeded' });
+      expect(await store.getWorkflow(refused.wf.id)).toBeNull();
+      expect(await store.get(refused.ids.research)).toBeNull();
+      expect((await store.quotaUsage(tenant, { quotaUnits: 10, quotaWindowSeconds: 86_400 })).spent).toBe(8);
+    });
+
+    it('reruns a failed or cancelled task with a fresh set of attempts, history kept; dead letters list and leave', async () => {
+      const tenant = `t${randomUUID().slice(0, 8)}`;
+      const t = newTask({ tenant, maxAttempts: 1, type: 'flaky' });
+      await store.create(t, Date.now() + 60_000);
+      await store.claim(t.id, 'w1', 10_000);
+      await store.fail(t.id, 'w1', { code: 'boom', message: 'broke', retriable: true });
+      const other = newTask({ tenant, type: 'other' });
+      await store.create(other, Date.now() + 60_000);
+      await store.claim(other.id, 'w1', 10_000);
+      await store.fail(other.id, 'w1', { code: 'bad_input', message: 'no', retriable: false });
+      expect((await store.deadLetters({ tenant, limit: 10 })).tasks.map((r) => r.id)).toEqual([other.id, t.id]);
+      expect((await store.deadLetters({ tenant, limit: 10, type: 'flaky' })).tasks.map((r) => r.id)).toEqual([t.id]);
+      expect((await store.deadLetters({ tenant, limit: 10, code: 'bad_input' })).tasks.map((r) => r.id)).toEqual([other.id]);
+      const page1 = await store.deadLetters({ tenant, limit: 1 });
+      expect(page1.tasks.map((r) => r.id)).toEqual([other.id]);
+      expect((await store.deadLetters({ tenant, limit: 1, ...(page1.next ? { after: page1.next } : {}) })).tasks.map((r) => r.id)).toEqual([t.id]);
+      expect((await store.deadLetters({ tenant: 'someone-else', limit: 10 })).tasks).toEqual([]);
+
+      expect(await store.rerun(t.id, Date.now() + 60_000, 'someone-else')).toEqual({ outcome: 'missing' });
+      const r = await store.rerun(t.id, Date.now(), tenant);
+      expect(r).toMatchObject({ outcome: 'rerun', task: { status: 'queued', attempt: 0, error: null, reruns: 1, finishedAt: null } });
+      expect((await store.rerun(t.id, Date.now(), tenant)).outcome).toBe('conflict');
+      expect((await store.deadLetters({ tenant, limit: 10 })).tasks.map((x) => x.id)).toEqual([other.id]);
+      expect(await store.outboxDue(1000, 60_000)).toContain(t.id);
+      const c = await store.claim(t.id, 'w2', 10_000);
+      expect(c).toMatchObject({ outcome: 'claimed', task: { attempt: 1 } });
+      expect((await store.complete(t.id, 'w2', 'ok')).code).toBe('ok');
+      const history = await store.events(t.id, null, 100);
+      expect(history.map((e) => e.type)).toEqual(['status', 'status', 'failed', 'status', 'status', 'done']);
+      expect(history[3]?.data).toMatchObject({ status: 'queued', attempt: 0, rerun: 1 });
+      // A cancelled one too.
+      const q = newTask({ tenant });
+      await store.create(q, Date.now() + 60_000);
+      await store.cancel(q.id, null, tenant);
+      expect((await store.rerun(q.id, Date.now(), tenant)).outcome).toBe('rerun');
     });
 
     it('pings', async () => {
