@@ -66,6 +66,13 @@ const envSchema = z.object({
   EVENTS_RECHECK_MS: int(30_000, 100, 600_000),
   SSE_KEEPALIVE_MS: int(15_000, 1000, 300_000),
 
+  // The MCP server (npm run mcp): the API its tools call, and the key they call it with.
+  API_URL: z
+    .url()
+    .regex(/^https?:\/\//, 'an http:// or https:// URL')
+    .optional(),
+  API_KEY: z.string().trim().regex(/^\S+$/, 'the bare key (atq_…), without "Bearer " or spaces').optional(),
+
   WORKER_CONCURRENCY: int(4, 1, 1000),
   WORKER_ID: z
     .string()
@@ -167,6 +174,8 @@ export interface Config {
   metricsPort: number;
   /** How often a worker renews its entry in the live-worker list. */
   heartbeatMs: number;
+  /** The MCP server of `npm run mcp`: the API its tools call (default this host's API_PORT) and the key they send. */
+  mcp: { apiUrl: string; apiKey: string | undefined };
 }
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
@@ -256,5 +265,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     metricsPort: e.METRICS_PORT,
     heartbeatMs: e.WORKER_HEARTBEAT_MS,
+    mcp: { apiUrl: e.API_URL ?? `http://127.0.0.1:${e.API_PORT}`, apiKey: e.API_KEY },
   };
 }

@@ -3,6 +3,7 @@
  * no request can make us read or write a key we did not mean to.
  */
 import { createHash } from 'node:crypto';
+import { isScheduleId } from './schedules/port.ts';
 import { DEFAULT_TENANT, isTaskId, isTenant } from './task.ts';
 
 function tenantPart(tenant: string): string {
@@ -51,6 +52,12 @@ export interface Keys {
   workers(): string;
   /** Sorted set: worker id → when its heartbeat expires (epoch ms). */
   workerBeats(): string;
+  /** Hash: a cron schedule (common/schedules). */
+  schedule(id: string): string;
+  /** Sorted set: a tenant's schedule ids by creation time, for listing. */
+  scheduleIndex(tenant: string): string;
+  /** Sorted set: active schedule id → when it is next due (its next run, or the end of a replica's lease on it). */
+  schedulesDue(): string;
   /**
    * Hash: a workflow (id, tenant, name, user_id, parent_task, status, steps as JSON
    * [[step, task id], …], left = steps not done, error, created_at, finished_at). The scripts
@@ -103,6 +110,12 @@ export function makeKeys(prefix: string): Keys {
     apiKeys: () => `${prefix}apikeys`,
     workers: () => `${prefix}workers`,
     workerBeats: () => `${prefix}workers:beats`,
+    schedule(id) {
+      if (!isScheduleId(id)) throw new TypeError(`not a schedule id: ${JSON.stringify(id).slice(0, 60)}`);
+      return `${prefix}schedule:${id}`;
+    },
+    scheduleIndex: (tenant) => `${prefix}schedules:index:${tenantPart(tenant)}`,
+    schedulesDue: () => `${prefix}schedules:due`,
     workflow(id) {
       if (!isTaskId(id)) throw new TypeError(`not a workflow id: ${JSON.stringify(id).slice(0, 60)}`);
       return `${prefix}wf:${id.toLowerCase()}`;
