@@ -89,6 +89,11 @@ const envSchema = z.object({
   HISTORY_LIMIT: int(1000, 10, 100_000),
   OUTPUT_LIMIT_BYTES: int(1024 * 1024, 0, 64 * 1024 * 1024),
   IDEMPOTENCY_TTL_SECONDS: int(86_400, 1, 30 * 86_400),
+  // Cron schedules (common/schedules).
+  SCHEDULES_ENABLED: z.stringbool().default(true),
+  SCHEDULER_TICK_MS: int(1000, 50, 60_000),
+  SCHEDULE_CATCH_UP_SECONDS: int(3600, 0, 7 * 86_400),
+  SCHEDULE_CATCH_UP_MAX: int(100, 1, 10_000),
 
   AUTH: z.enum(['keys', 'off']).optional(),
   RATE_LIMIT_SUBMITS_PER_S: int(0, 0, 1_000_000),
@@ -161,6 +166,8 @@ export interface Config {
   historyLimit: number;
   outputLimitBytes: number;
   idempotencyTtlSeconds: number;
+  /** Cron schedules: whether this process runs a scheduler, how often it looks, and the catch-up policy's window and cap. */
+  schedules: { enabled: boolean; tickMs: number; catchUpSeconds: number; catchUpMax: number };
   /** API keys, or none (every caller is the default tenant). */
   auth: 'keys' | 'off';
   /** Per-tenant defaults; a tenant's own limits (npm run keys -- tenant) win. 0 = none. */
@@ -248,6 +255,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     historyLimit: e.HISTORY_LIMIT,
     outputLimitBytes: e.OUTPUT_LIMIT_BYTES,
     idempotencyTtlSeconds: e.IDEMPOTENCY_TTL_SECONDS,
+    schedules: {
+      enabled: e.SCHEDULES_ENABLED,
+      tickMs: e.SCHEDULER_TICK_MS,
+      catchUpSeconds: e.SCHEDULE_CATCH_UP_SECONDS,
+      catchUpMax: e.SCHEDULE_CATCH_UP_MAX,
+    },
     // The embedded default is a laptop demo; anything on a real broker is a deployment.
     auth: e.AUTH ?? (e.BROKER === 'memory' ? 'off' : 'keys'),
     limits: {
