@@ -24,6 +24,7 @@ import { defaultRegistry } from './worker/task-types.ts';
 import { Worker } from './worker/worker.ts';
 import { Metrics } from './common/metrics.ts';
 import { backlogProbe } from './common/backlog.ts';
+import { createScheduleStore, startScheduler } from './common/schedules/wiring.ts';
 
 const config = loadConfigOrExit();
 // Traces are exported only when OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set.
@@ -43,6 +44,9 @@ reportStatsOnSignal(store, broker);
 const worker = embedded ? new Worker({ broker, store, registry, logger, metrics, options: workerOptions(config) }) : undefined;
 await worker?.start();
 const relay = startRelay({ store, broker, topic: config.topics.request, logger });
+// Cron schedules: every API and worker process fires them (each slot once, across all of them).
+const schedules = await createScheduleStore(config, logger);
+const scheduler = startScheduler(config, { schedules, store, broker, registry, logger });
 
 const stopping = new AbortController();
 const app = createApp({
@@ -50,6 +54,7 @@ const app = createApp({
   metrics,
   backlog,
   store,
+  schedules,
   broker,
   registry,
   logger,
@@ -95,12 +100,15 @@ const server = serve({ fetch: app.fetch, hostname: config.api.host, port: config
 
 onShutdown(logger, () =>
   closeAll(logger, [
+    // No new firings while the process stops (the other replicas fire them).
+    ['scheduler', () => scheduler?.stop()],
     // Open event streams and waits end first, or the server would wait for them.
     ['http server', () => (stopping.abort(), new Promise<void>((resolve) => server.close(() => resolve())))],
     ['worker', () => worker?.shutdown()],
     ['relay', () => relay.stop()],
     ['broker', () => broker.close({ graceMs: 1000 })],
     ['store', () => store.close()],
+    ['schedule store', () => schedules.close()],
     ['tracing', () => tracing?.shutdown()],
   ]),
 );

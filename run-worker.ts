@@ -17,6 +17,7 @@ import { defaultRegistry } from './worker/task-types.ts';
 import { Worker } from './worker/worker.ts';
 import { Metrics } from './common/metrics.ts';
 import { serveMetrics } from './common/metrics-server.ts';
+import { createScheduleStore, startScheduler } from './common/schedules/wiring.ts';
 
 const config = loadConfigOrExit();
 // Traces are exported only when OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set.
@@ -40,13 +41,19 @@ reportStatsOnSignal(store, broker, () => ({
 }));
 const metricsServer = config.metricsPort > 0 ? await serveMetrics(metrics, config.metricsPort, logger) : undefined;
 const relay = startRelay({ store, broker, topic: config.topics.request, logger });
+// Cron schedules: every API and worker process fires them (each slot once, across all of them).
+const schedules = await createScheduleStore(config, logger);
+const scheduler = startScheduler(config, { schedules, store, broker, registry: defaultRegistry(), logger });
 onShutdown(logger, () =>
   closeAll(logger, [
+    // No new firings while the process stops (the other replicas fire them).
+    ['scheduler', () => scheduler?.stop()],
     ['worker', () => worker.shutdown()],
     ['metrics server', () => metricsServer?.close()],
     ['relay', () => relay.stop()],
     ['broker', () => broker.close({ graceMs: 1000 })],
     ['store', () => store.close()],
+    ['schedule store', () => schedules.close()],
     ['tracing', () => tracing?.shutdown()],
   ]),
 );

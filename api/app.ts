@@ -16,6 +16,9 @@ import { isEventId, isTaskId, isTerminal, type TaskRecord } from '../common/task
 import { toAcceptedView, toEventView, toQuotaView, toTaskView, type AcceptedView, type TaskListView, type TaskView } from '../common/views.ts';
 import { accessLog } from './access-log.ts';
 import { ADMIN_METHODS, mountAdmin } from './admin.ts';
+import { SCHEDULE_METHODS, mountSchedules } from './schedules.ts';
+import { MemoryScheduleStore } from '../common/schedules/memory.ts';
+import type { ScheduleStore } from '../common/schedules/port.ts';
 import { OBSERVABILITY_METHODS, httpMetrics, mountObservability, noteSubmitType } from './observability.ts';
 import type { Metrics } from '../common/metrics.ts';
 import type { Backlog } from '../common/backlog.ts';
@@ -41,6 +44,8 @@ export interface AppDeps {
   metrics?: Metrics;
   /** The request backlog per priority (common/backlog.ts), for GET /stats. */
   backlog?: () => Promise<Backlog>;
+  /** Cron schedules (the process's Scheduler fires them). Default: an in-process store of the app's own. */
+  schedules?: ScheduleStore;
   options: {
     requestTopic: string;
     bodyLimit: number;
@@ -299,6 +304,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   mountAdmin(app, { store, logger, limits, caller });
   mountObservability(app, { store, metrics: deps.metrics, backlog: deps.backlog, caller });
+  mountSchedules(app, { schedules: deps.schedules ?? new MemoryScheduleStore(), store, registry, logger, bodyLimit: options.bodyLimit, caller });
   mountMcp(app, { logger, bodyLimit: options.bodyLimit, shutdownSignal: deps.shutdownSignal }); // POST /mcp: the agent tools, as the caller
   mountDocs(app, () => buildOpenApiDocument(registry, { maxWaitSeconds: maxWait, bodyLimit: options.bodyLimit, metrics: deps.metrics !== undefined }));
 
@@ -311,7 +317,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.all('/quota', notAllowed('GET'));
   // /metrics exists only when the app has metrics: without them it is a 404, not a 405.
   const observed = OBSERVABILITY_METHODS.filter(([path]) => path !== '/metrics' || deps.metrics !== undefined);
-  for (const [path, allow] of [...ADMIN_METHODS, ...observed]) app.all(path, notAllowed(allow));
+  for (const [path, allow] of [...ADMIN_METHODS, ...SCHEDULE_METHODS, ...observed]) app.all(path, notAllowed(allow));
 
   return app;
 }

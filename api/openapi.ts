@@ -17,6 +17,7 @@ import { MethodNotAllowedError, NotFoundError } from '../common/errors.ts';
 import type { TaskRegistry } from '../common/registry.ts';
 import type { AppEnv } from './auth.ts';
 import { EVENT_ID_PATTERN, KEY_ID_PATTERN, RESPONSE_SCHEMAS, TASK_ID_PATTERN, TENANT_PATTERN } from './openapi-schemas.ts';
+import { SCHEDULE_REQUEST_SCHEMAS, SCHEDULE_RESPONSE_SCHEMAS, schedulePaths } from './openapi-schedules.ts';
 import { generalBody, getQuery, keyBody, limitsBody, listQuery, postQuery, seedBody } from './schemas.ts';
 
 type Json = Record<string, unknown>;
@@ -239,12 +240,15 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
   });
 
   // Request schemas: what a client may send (defaults make fields optional).
-  const requestNamed: Record<string, z.ZodType> = { SeedSubmission: seedBody, CreateApiKey: keyBody, SetTenantLimits: limitsBody };
+  const requestNamed: Record<string, z.ZodType> = { SeedSubmission: seedBody, CreateApiKey: keyBody, SetTenantLimits: limitsBody, ...SCHEDULE_REQUEST_SCHEMAS };
   for (const t of named) {
     requestNamed[`${t.id}Input`] = t.input;
     requestNamed[`${t.id}Submission`] = generalBody.extend({ type: z.literal(t.name), input: t.input });
   }
-  const schemas: Record<string, Json> = { ...componentSchemas(RESPONSE_SCHEMAS, 'output'), ...componentSchemas(requestNamed, 'input') };
+  const schemas: Record<string, Json> = {
+    ...componentSchemas({ ...RESPONSE_SCHEMAS, ...SCHEDULE_RESPONSE_SCHEMAS }, 'output'),
+    ...componentSchemas(requestNamed, 'input'),
+  };
   // `tenant` is checked by a refinement, which JSON Schema cannot carry: state its pattern.
   const createKey = schemas.CreateApiKey as { properties: Record<string, Json> };
   createKey.properties.tenant = { ...createKey.properties.tenant, pattern: TENANT_PATTERN };
@@ -741,6 +745,8 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
     },
   };
 
+  Object.assign(paths, schedulePaths()); // api/openapi-schedules.ts
+
   const responses = {
     BadRequest: problem('The body, a parameter or a header does not match its schema; `issues[].path` names each field.', {
       field: err('validation_failed', 'content: must be a string', { issues: [{ path: 'content', message: 'must be a string' }] }),
@@ -896,6 +902,7 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
     jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
     tags: [
       { name: 'tasks', description: 'Submit, read, follow and cancel tasks.' },
+      { name: 'schedules', description: 'Cron schedules: each slot creates one task, exactly once.' },
       { name: 'tenants', description: 'The caller’s tenant.' },
       { name: 'admin', description: 'API keys and tenants’ limits (scope `admin`).' },
       { name: 'probes', description: 'Liveness and readiness, without a key.' },
