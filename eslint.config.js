@@ -19,4 +19,28 @@ export default tseslint.config(
     },
   },
   { files: ['**/*.js'], ...tseslint.configs.disableTypeChecked },
+  // The dashboard's ES modules run in the browser (ui/, served by api/ui.ts).
+  {
+    files: ['ui/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: Object.fromEntries(
+        [
+          'window',
+          'document',
+          'location',
+          'sessionStorage',
+          'fetch',
+          'setTimeout',
+          'clearTimeout',
+          'console',
+          'URLSearchParams',
+          'TextDecoderStream',
+          'CustomEvent',
+          'Node',
+          'AbortController',
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
+  },
 );

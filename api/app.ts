@@ -28,6 +28,7 @@ import { rateLimitHeaders } from './limits.ts';
 import { readSubmission } from './request.ts';
 import { buildOpenApiDocument, isPublicDocsPath, mountDocs } from './openapi.ts';
 import { mountMcp } from './mcp.ts';
+import { isUiPath, mountUi } from './ui.ts';
 import { decodeCursor, encodeCursor, getQuery, listQuery, postQuery } from './schemas.ts';
 import { submitTask } from './submit.ts';
 import { traceRequests } from './tracing.ts';
@@ -117,9 +118,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use('*', traceRequests); // the server span first: the access line inside it carries its trace id
   app.use('*', accessLog(logger)); // before auth, so 401s are logged too
   if (deps.metrics) app.use('*', httpMetrics(deps.metrics));
-  // Every route but the probes and the docs needs a key (with AUTH=keys).
+  // Every route but the probes, the docs and the dashboard's files needs a key (with AUTH=keys).
   app.use('*', async (c, next) => {
-    if (c.req.path === '/healthz' || c.req.path === '/readyz' || c.req.path === '/metrics' || isPublicDocsPath(c.req.path)) return next();
+    if (c.req.path === '/healthz' || c.req.path === '/readyz' || c.req.path === '/metrics' || isPublicDocsPath(c.req.path) || isUiPath(c.req.path))
+      return next();
     c.set('principal', await auth.authenticate(c.req.header('authorization')));
     return next();
   });
@@ -307,6 +309,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   mountSchedules(app, { schedules: deps.schedules ?? new MemoryScheduleStore(), store, registry, logger, bodyLimit: options.bodyLimit, caller });
   mountMcp(app, { logger, bodyLimit: options.bodyLimit, shutdownSignal: deps.shutdownSignal }); // POST /mcp: the agent tools, as the caller
   mountDocs(app, () => buildOpenApiDocument(registry, { maxWaitSeconds: maxWait, bodyLimit: options.bodyLimit, metrics: deps.metrics !== undefined }));
+  mountUi(app); // the dashboard's files, no key: its data calls go to the routes above with one
 
   const notAllowed = (allow: string) => (c: Context<Env>) => {
     throw new MethodNotAllowedError(c.req.method, allow);

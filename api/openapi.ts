@@ -19,6 +19,7 @@ import type { AppEnv } from './auth.ts';
 import { EVENT_ID_PATTERN, KEY_ID_PATTERN, RESPONSE_SCHEMAS, TASK_ID_PATTERN, TENANT_PATTERN } from './openapi-schemas.ts';
 import { SCHEDULE_REQUEST_SCHEMAS, SCHEDULE_RESPONSE_SCHEMAS, schedulePaths } from './openapi-schedules.ts';
 import { generalBody, getQuery, keyBody, limitsBody, listQuery, postQuery, seedBody } from './schemas.ts';
+import { UI_FILES } from './ui.ts';
 
 type Json = Record<string, unknown>;
 
@@ -743,6 +744,31 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
         },
       },
     },
+    '/ui': {
+      get: {
+        operationId: 'dashboard',
+        tags: ['dashboard'],
+        summary: 'The live dashboard (a page; its data calls use the routes above with the caller’s key)',
+        security: publicRoute,
+        responses: { '200': { description: 'The page, with a strict Content-Security-Policy.', content: { 'text/html': { schema: { type: 'string' } } } } },
+      },
+    },
+    '/ui/{file}': {
+      get: {
+        operationId: 'dashboardAsset',
+        tags: ['dashboard'],
+        summary: 'A script, style sheet or icon of the dashboard, from the package’s ui/ folder',
+        security: publicRoute,
+        parameters: [{ name: 'file', in: 'path', required: true, schema: { type: 'string', enum: [...UI_FILES.keys()] } }],
+        responses: {
+          '200': {
+            description: 'The file.',
+            content: Object.fromEntries([...new Set([...UI_FILES.values()].map((t) => t.split(';')[0] ?? t))].map((t) => [t, { schema: { type: 'string' } }])),
+          },
+          '404': responseRef('NotFound'),
+        },
+      },
+    },
   };
 
   Object.assign(paths, schedulePaths()); // api/openapi-schedules.ts
@@ -907,6 +933,7 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
       { name: 'admin', description: 'API keys and tenants’ limits (scope `admin`).' },
       { name: 'probes', description: 'Liveness and readiness, without a key.' },
       { name: 'docs', description: 'This document and its viewer, without a key.' },
+      { name: 'dashboard', description: 'The live dashboard’s files, without a key (the page asks for one when the API answers 401).' },
       { name: 'agents', description: 'The MCP server for agents.' },
     ],
     security: [{ bearerAuth: [] }],
