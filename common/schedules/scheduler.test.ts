@@ -173,7 +173,12 @@ describe('Scheduler', () => {
     w.at(T0 + 100);
     const leased = await w.schedules.lease(s.id, T0 + 100, 30_000);
     expect(leased).not.toBeNull();
-    const first = await submitTask(w.submit, 'default', { type: 'agent', input: s.task.input, userId: 'u1', priority: 'normal', maxAttempts: 3 }, firingKey(s.id, T0));
+    const first = await submitTask(
+      w.submit,
+      'default',
+      { type: 'agent', input: s.task.input, userId: 'u1', priority: 'normal', maxAttempts: 3 },
+      firingKey(s.id, T0),
+    );
     const other = w.scheduler({ leaseMs: 30_000 });
     // Held: nobody else fires it meanwhile.
     w.at(T0 + 10_000);
@@ -290,6 +295,15 @@ describe('Scheduler', () => {
     expect(await w.schedules.get(s.id)).toMatchObject({ skipped: 1, nextRunAt: T0 + MIN, lastError: { code: 'validation_failed' } });
     expect((await w.schedules.get(s.id))?.lastError?.message).toMatch(/^input\.content:/);
     expect(await w.schedules.get(gone.id)).toMatchObject({ skipped: 1, lastError: { code: 'unknown_type' } });
+  });
+
+  it('takes every due schedule in one tick, batch after batch', async () => {
+    const w = world();
+    const ids: string[] = [];
+    for (let i = 0; i < 25; i++) ids.push((await w.add({ catchUp: 'none' })).id);
+    w.at(T0 + 100);
+    expect(await w.scheduler({ batch: 10 }).tick()).toBe(25);
+    for (const id of ids) expect(w.firedSlots(id)).toEqual([T0]);
   });
 
   it('ticks on its own and stops cleanly (real time, a slot every second)', async () => {

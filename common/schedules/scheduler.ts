@@ -72,6 +72,9 @@ export function planFirings(cron: Cron, nextRunAt: number, policy: CatchUpPolicy
   return { fire: [...late, ...onTime], skipped, next: slot };
 }
 
+/** Batches of due schedules one tick takes at most. */
+const MAX_ROUNDS = 50;
+
 /** The Idempotency-Key of a slot's task. */
 export const firingKey = (scheduleId: string, slotAt: number): string => `schedule:${scheduleId}:${slotAt}`;
 
@@ -165,11 +168,16 @@ export class Scheduler {
 
   /** One pass over the due schedules; answers how many tasks it created (or found, after a takeover). */
   async tick(): Promise<number> {
-    const ids = await this.opts.schedules.due(this.o.now(), this.o.batch);
     let fired = 0;
-    for (const id of ids) {
-      if (this.halted) break;
-      fired += await this.runSchedule(id);
+    // Batch after batch while full (many schedules due at once), so none waits a tick per batch
+    // and turns "missed"; every id answered is then leased or dropped, so each batch is new.
+    for (let round = 0; round < MAX_ROUNDS && !this.halted; round++) {
+      const ids = await this.opts.schedules.due(this.o.now(), this.o.batch);
+      for (const id of ids) {
+        if (this.halted) break;
+        fired += await this.runSchedule(id);
+      }
+      if (ids.length < this.o.batch) break;
     }
     return fired;
   }

@@ -122,7 +122,14 @@ export function scheduleConformance(name: string, make: () => Promise<ScheduleSt
       const commit = { nextRunAt: now + 60_000, dueAt: now + 60_000, updatedAt: now + 1, fired: { slotAt: now - 10, taskId: 'task-1' }, skipped: 2 };
       const results = await Promise.all([store.commit(s.id, now - 10, commit), store.commit(s.id, now - 10, commit), store.commit(s.id, now - 10, commit)]);
       expect(results.sort()).toEqual(['conflict', 'conflict', 'ok']);
-      expect(await store.get(s.id)).toMatchObject({ nextRunAt: now + 60_000, lastFiredAt: now - 10, lastTaskId: 'task-1', fired: 1, skipped: 2, updatedAt: now + 1 });
+      expect(await store.get(s.id)).toMatchObject({
+        nextRunAt: now + 60_000,
+        lastFiredAt: now - 10,
+        lastTaskId: 'task-1',
+        fired: 1,
+        skipped: 2,
+        updatedAt: now + 1,
+      });
       expect(await store.commit(s.id, now - 10, commit)).toBe('conflict');
       expect(await dueOf(now + 59_999, [s])).toEqual([]);
       expect(await dueOf(now + 60_000, [s])).toEqual([s.id]);
@@ -139,9 +146,9 @@ export function scheduleConformance(name: string, make: () => Promise<ScheduleSt
       expect(await dueOf(now + 500, [s])).toEqual([s.id]);
       expect(await store.commit(s.id, now + 1000, { nextRunAt: now + 2000, dueAt: now + 2000, updatedAt: now })).toBe('ok');
       expect((await store.get(s.id))?.lastError).toEqual(error);
-      expect(await store.commit(s.id, now + 2000, { nextRunAt: null, dueAt: null, updatedAt: now, fired: { slotAt: now + 2000, taskId: 't' }, error: null })).toBe(
-        'ok',
-      );
+      expect(
+        await store.commit(s.id, now + 2000, { nextRunAt: null, dueAt: null, updatedAt: now, fired: { slotAt: now + 2000, taskId: 't' }, error: null }),
+      ).toBe('ok');
       const after = await store.get(s.id);
       expect(after).toMatchObject({ nextRunAt: null, lastError: null, fired: 1 });
       expect(await dueOf(Number.MAX_SAFE_INTEGER, [s])).toEqual([]);
@@ -176,9 +183,9 @@ export function scheduleConformance(name: string, make: () => Promise<ScheduleSt
       await store.create(s);
       expect(await store.lease(s.id, now, 5000)).not.toBeNull();
       await store.setPaused(s.id, tenant, true, null, now);
-      expect(
-        await store.commit(s.id, now - 10, { nextRunAt: now + 1000, dueAt: now + 1000, updatedAt: now, fired: { slotAt: now - 10, taskId: 'x' } }),
-      ).toBe('paused');
+      expect(await store.commit(s.id, now - 10, { nextRunAt: now + 1000, dueAt: now + 1000, updatedAt: now, fired: { slotAt: now - 10, taskId: 'x' } })).toBe(
+        'paused',
+      );
       expect(await store.get(s.id)).toMatchObject({ paused: true, fired: 1, lastTaskId: 'x' });
       expect(await dueOf(now + 10_000, [s])).toEqual([]);
     });
