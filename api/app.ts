@@ -3,16 +3,14 @@
  * call `app.request()` directly.
  */
 import { Hono, type Context } from 'hono';
-import { streamSSE } from 'hono/streaming';
 import type { z } from 'zod';
-import { sleep } from '../common/backoff.ts';
 import type { Broker } from '../common/broker/port.ts';
 import { MethodNotAllowedError, NotFoundError, TaskFinishedError, TooManyRequestsError, ValidationError, errorMessage, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { publishResult } from '../common/results.ts';
 import type { TaskRegistry } from '../common/registry.ts';
 import type { TaskStore } from '../common/store/port.ts';
-import { isEventId, isTaskId, isTerminal, type TaskRecord } from '../common/task.ts';
+import { isTaskId, isTerminal, type TaskRecord } from '../common/task.ts';
 import { toAcceptedView, toEventView, toQuotaView, toTaskView, type AcceptedView, type TaskListView, type TaskView } from '../common/views.ts';
 import { accessLog } from './access-log.ts';
 import { ADMIN_METHODS, mountAdmin } from './admin.ts';
@@ -32,7 +30,9 @@ import { isUiPath, mountUi } from './ui.ts';
 import { decodeCursor, encodeCursor, getQuery, listQuery, postQuery } from './schemas.ts';
 import { submitTask } from './submit.ts';
 import { traceRequests } from './tracing.ts';
-import { followEvents, waitForEnd } from './watch.ts';
+import { followEvents, mapEvents, waitForEnd } from './watch.ts';
+import { resumeFrom, serveEvents } from './sse.ts';
+import { WORKFLOW_METHODS, mountWorkflows } from './workflows.ts';
 
 export interface AppDeps {
   store: TaskStore;
@@ -205,7 +205,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       const finished = await waitForEnd(store, task.id, waitSeconds * 1000, { pollMs, signal: until(c) });
       if (finished && isTerminal(finished.status)) return c.json(toTaskView(finished), 200);
     }
-    return c.json(toAcceptedView({ ...task, status: 'queued', downgraded }, statusUrl), 202);
+    return c.json(toAcceptedView({ ...task, status: task.runAt === undefined ? 'queued' : 'scheduled', downgraded }, statusUrl), 202);
   });
 
   app.get('/tasks', async (c) => {
@@ -236,39 +236,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.get('/tasks/:id/events', async (c) => {
     const p = await caller(c, 'tasks:read');
     const id = taskIdParam(c);
-    const resume = c.req.header('last-event-id') ?? c.req.query('last_event_id');
-    if (resume !== undefined && !isEventId(resume)) {
-      throw new ValidationError('Last-Event-ID: must be an event id from this stream', [{ path: 'Last-Event-ID', message: 'not an event id' }]);
-    }
+    const resume = resumeFrom(c);
     await ownTask(p, id);
-    c.header('X-Accel-Buffering', 'no');
-    return streamSSE(c, async (stream) => {
-      const ac = new AbortController();
-      stream.onAbort(() => ac.abort());
-      const stop = until(c);
-      if (stop.aborted) ac.abort();
-      else stop.addEventListener('abort', () => ac.abort(), { once: true });
-      // Comments keep proxies and load balancers from closing a quiet stream.
-      const keepAlive = (async () => {
-        while (!ac.signal.aborted) {
-          await sleep(keepAliveMs, ac.signal);
-          if (!ac.signal.aborted) await stream.write(': keep-alive\n\n').catch(() => ac.abort());
-        }
-      })();
-      try {
-        for await (const e of followEvents(store, id, resume ?? null, { pollMs, signal: ac.signal })) {
-          const v = toEventView(e);
-          await stream.writeSSE({ id: v.id, event: v.event, data: JSON.stringify(v.data) });
-        }
-      } catch (err) {
-        // Redis went away: end the stream; the client reconnects with Last-Event-ID.
-        logger.warn('event stream ended early', { task_id: id, err: errorMessage(err) });
-        await stream.write(`: ${errorMessage(err).replace(/[\r\n]+/g, ' ')}; reconnect with Last-Event-ID\n\n`).catch(() => undefined);
-      } finally {
-        ac.abort();
-        await keepAlive;
-      }
-    });
+    return serveEvents(c, { keepAliveMs, stop: until(c), logger, what: { task_id: id } }, (signal) =>
+      mapEvents(followEvents(store, id, resume, { pollMs, signal }), toEventView),
+    );
   });
 
   app.delete('/tasks/:id', async (c) => {
@@ -280,9 +252,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (r.outcome === 'terminal') throw new TaskFinishedError(id, r.task.status);
     logger.info('task cancelled', { task_id: id, was: r.was });
     // A running task's worker counts its end.
-    if (r.was === 'queued') deps.metrics?.finished.inc({ type: deps.metrics.type(r.task.type), outcome: 'cancelled' });
-    // A queued task has no worker to publish its end; a running one's worker does it.
-    if (r.was === 'queued' && options.resultTopic) {
+    if (r.was !== 'running') deps.metrics?.finished.inc({ type: deps.metrics.type(r.task.type), outcome: 'cancelled' });
+    // A task not started has no worker to publish its end; a running one's worker does it.
+    if (r.was !== 'running' && options.resultTopic) {
       try {
         const resultTopic = options.resultTopic;
         await withTimeout(
@@ -305,6 +277,17 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   });
 
   mountAdmin(app, { store, logger, limits, caller });
+  mountWorkflows(app, {
+    ...submitDeps,
+    resultTopic: options.resultTopic,
+    maxAttempts: options.maxAttempts,
+    bodyLimit: options.bodyLimit,
+    caller,
+    ownTask,
+    pollMs,
+    keepAliveMs,
+    until,
+  });
   mountObservability(app, { store, metrics: deps.metrics, backlog: deps.backlog, caller });
   mountSchedules(app, { schedules: deps.schedules ?? new MemoryScheduleStore(), store, registry, logger, bodyLimit: options.bodyLimit, caller });
   mountMcp(app, { logger, bodyLimit: options.bodyLimit, shutdownSignal: deps.shutdownSignal }); // POST /mcp: the agent tools, as the caller
@@ -320,7 +303,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.all('/quota', notAllowed('GET'));
   // /metrics exists only when the app has metrics: without them it is a 404, not a 405.
   const observed = OBSERVABILITY_METHODS.filter(([path]) => path !== '/metrics' || deps.metrics !== undefined);
-  for (const [path, allow] of [...ADMIN_METHODS, ...SCHEDULE_METHODS, ...observed]) app.all(path, notAllowed(allow));
+  for (const [path, allow] of [...ADMIN_METHODS, ...SCHEDULE_METHODS, ...WORKFLOW_METHODS, ...observed]) app.all(path, notAllowed(allow));
 
   return app;
 }

@@ -17,6 +17,7 @@ import {
   NotFoundError,
   PayloadTooLargeError,
   TaskFinishedError,
+  ConflictError,
   UnavailableError,
   UnsupportedMediaTypeError,
   ValidationError,
@@ -68,7 +69,7 @@ export function statusOf(err: unknown): ContentfulStatusCode {
   if (err instanceof PayloadTooLargeError) return 413;
   if (err instanceof UnsupportedMediaTypeError) return 415;
   if (err instanceof IdempotencyKeyReusedError) return 422;
-  if (err instanceof TaskFinishedError) return 409;
+  if (err instanceof TaskFinishedError || err instanceof ConflictError) return 409;
   if (err instanceof UnavailableError) return 503;
   if (err instanceof HTTPException) return err.status;
   return 500;
@@ -85,6 +86,7 @@ export function errorBody(err: unknown): ErrorBody {
       body.error.task_id = err.taskId;
       body.error.status = err.status;
     }
+    if (err instanceof ConflictError) Object.assign(body.error, err.details);
     return body;
   }
   if (err instanceof HTTPException) return { error: { code: `http_${err.status}`, message: err.message || 'request failed' } };

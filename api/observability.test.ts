@@ -164,7 +164,7 @@ describe('GET /stats', () => {
     const stats = (await res.json()) as StatsView;
     expect(stats.tenant).toBe('acme');
     expect(stats.tasks).toEqual({
-      by_status: { queued: 0, running: 0, done: 2, failed: 1, cancelled: 0 },
+      by_status: { scheduled: 0, waiting: 0, queued: 0, running: 0, done: 2, failed: 1, cancelled: 0 },
       by_type: { agent: 3 },
       scanned: 3,
       truncated: false,

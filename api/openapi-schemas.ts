@@ -218,7 +218,7 @@ export const errorBodySchema = z.object({
   error: z.object({
     code: z.string().meta({
       description:
-        '`validation_failed`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`, `task_finished`, `payload_too_large`, `unsupported_media_type`, `idempotency_key_reused`, `rate_limited`, `quota_exceeded`, `redis_unavailable`, `broker_unavailable`, `internal`.',
+        '`validation_failed`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`, `task_finished`, `task_not_retryable`, `workflow_finished`, `payload_too_large`, `unsupported_media_type`, `idempotency_key_reused`, `rate_limited`, `quota_exceeded`, `redis_unavailable`, `broker_unavailable`, `internal`.',
     }),
     message: z.string(),
     issues: z

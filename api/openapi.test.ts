@@ -261,6 +261,8 @@ describe('GET /openapi.json', () => {
       progress: async () => {},
       log: () => {},
       partial: async () => {},
+      needs: {},
+      spawn: () => Promise.reject(new Error('ctx.spawn is not available here')),
     };
     expect(await runAgent(ctx, { content: '机械键盘降价了' })).toEqual(SEED_RESULT);
   });
@@ -290,6 +292,8 @@ describe('real answers match the declared schemas', () => {
         progress: (percent, message) => Promise.resolve(void events.push({ type: 'progress', data: { percent, message: message ?? null } })),
         log: (level, message, data) => void events.push({ type: 'log', data: { level, message, ...(data ? { data } : {}) } }),
         partial: (chunk) => Promise.resolve(void events.push({ type: 'partial', data: { chunk } })),
+        needs: {},
+        spawn: () => Promise.reject(new Error('ctx.spawn is not available here')),
       },
       { content: '机械键盘降价了' },
     );

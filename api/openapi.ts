@@ -8,6 +8,7 @@
  * that every route the app registers is in the document and the other way round, and that
  * real answers match the schemas declared for them.
  */
+import { WORKFLOW_REQUEST_SCHEMAS, workflowPaths } from './openapi-workflows.ts';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -132,6 +133,10 @@ const QUEUED_EXAMPLE = {
   finished_at: null,
   updated_at: '2026-11-22T02:14:38.611Z',
   retry_at: null,
+  run_at: null,
+  workflow_id: null,
+  step: null,
+  reruns: 0,
 };
 const DONE_EXAMPLE = {
   ...QUEUED_EXAMPLE,
@@ -241,7 +246,13 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
   });
 
   // Request schemas: what a client may send (defaults make fields optional).
-  const requestNamed: Record<string, z.ZodType> = { SeedSubmission: seedBody, CreateApiKey: keyBody, SetTenantLimits: limitsBody, ...SCHEDULE_REQUEST_SCHEMAS };
+  const requestNamed: Record<string, z.ZodType> = {
+    SeedSubmission: seedBody,
+    CreateApiKey: keyBody,
+    SetTenantLimits: limitsBody,
+    ...SCHEDULE_REQUEST_SCHEMAS,
+    ...WORKFLOW_REQUEST_SCHEMAS,
+  };
   for (const t of named) {
     requestNamed[`${t.id}Input`] = t.input;
     requestNamed[`${t.id}Submission`] = generalBody.extend({ type: z.literal(t.name), input: t.input });
@@ -594,7 +605,12 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
               acme: {
                 value: {
                   tenant: 'acme',
-                  tasks: { by_status: { queued: 2, running: 1, done: 40, failed: 1, cancelled: 0 }, by_type: { agent: 44 }, scanned: 44, truncated: false },
+                  tasks: {
+                    by_status: { scheduled: 0, waiting: 0, queued: 2, running: 1, done: 40, failed: 1, cancelled: 0 },
+                    by_type: { agent: 44 },
+                    scanned: 44,
+                    truncated: false,
+                  },
                   backlog: { high: 0, normal: 2, low: 0 },
                   workers: [
                     {
@@ -772,6 +788,7 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
   };
 
   Object.assign(paths, schedulePaths()); // api/openapi-schedules.ts
+  Object.assign(paths, workflowPaths()); // api/openapi-workflows.ts
 
   const responses = {
     BadRequest: problem('The body, a parameter or a header does not match its schema; `issues[].path` names each field.', {
@@ -928,13 +945,15 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
     jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
     tags: [
       { name: 'tasks', description: 'Submit, read, follow and cancel tasks.' },
+      { name: 'workflows', description: 'Fan-out / fan-in: steps that run when the steps they need are done.' },
+      { name: 'dead letters', description: 'Tasks that failed after their attempts, and their redrive.' },
       { name: 'schedules', description: 'Cron schedules: each slot creates one task, exactly once.' },
       { name: 'tenants', description: 'The caller’s tenant.' },
       { name: 'admin', description: 'API keys and tenants’ limits (scope `admin`).' },
       { name: 'probes', description: 'Liveness and readiness, without a key.' },
       { name: 'docs', description: 'This document and its viewer, without a key.' },
-      { name: 'dashboard', description: 'The live dashboard’s files, without a key (the page asks for one when the API answers 401).' },
       { name: 'agents', description: 'The MCP server for agents.' },
+      { name: 'dashboard', description: 'The live dashboard’s files, without a key (the page asks for one when the API answers 401).' },
     ],
     security: [{ bearerAuth: [] }],
     paths,

@@ -8,7 +8,7 @@ import { AppError, ClientAbortedError, PayloadTooLargeError, UnsupportedMediaTyp
 import type { TaskRegistry } from '../common/registry.ts';
 import type { Priority } from '../common/task.ts';
 import { validationError } from './errors.ts';
-import { generalBody, seedBody } from './schemas.ts';
+import { MAX_DELAY_MS, generalBody, seedBody } from './schemas.ts';
 import type { SubmitRequest } from './submit.ts';
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
@@ -39,6 +39,16 @@ export async function readSubmission(c: Context, registry: TaskRegistry, opts: {
   if (/\\u[dD][89a-fA-F]/.test(text)) refuseLoneSurrogates(body);
   const { asyncMode, ...request } = toSubmitRequest(body, registry, opts.maxAttempts);
   return { request, idempotencyKey, asyncMode };
+}
+
+/** Reads a JSON request body the way POST /tasks does (media type, size limit, UTF-8, no lone surrogates). */
+export async function readJsonBody(c: Context, bodyLimit: number): Promise<unknown> {
+  const contentType = c.req.header('content-type');
+  if (!contentType || !JSON_TYPE.test(contentType) || !isUtf8Charset(contentType)) throw new UnsupportedMediaTypeError(contentType);
+  const text = await readBody(c, bodyLimit);
+  const body = parseJson(text);
+  if (/\\u[dD][89a-fA-F]/.test(text)) refuseLoneSurrogates(body);
+  return body;
 }
 
 /**
@@ -207,11 +217,13 @@ function toSubmitRequest(body: unknown, registry: TaskRegistry, defaultMaxAttemp
   let userId: string | null;
   let priority: Priority = 'normal';
   let asyncMode: boolean | undefined;
+  let when: { run_at?: string | undefined; delay_ms?: number | undefined };
   if (general) {
     const parsed = generalBody.safeParse(body);
     if (!parsed.success) throw validationError(parsed.error);
     ({ type: typeName, input: rawInput, priority, async_mode: asyncMode } = parsed.data);
     userId = parsed.data.user_id ?? null;
+    when = parsed.data;
   } else {
     const parsed = seedBody.safeParse(body);
     if (!parsed.success) throw validationError(parsed.error);
@@ -220,7 +232,9 @@ function toSubmitRequest(body: unknown, registry: TaskRegistry, defaultMaxAttemp
     userId = parsed.data.user_id;
     asyncMode = parsed.data.async_mode;
     priority = parsed.data.priority;
+    when = parsed.data;
   }
+  const runAt = runAtOf(when);
   const type = registry.get(typeName);
   if (!type) {
     throw new ValidationError(`type: unknown task type ${JSON.stringify(typeName)}; known: ${registry.names().join(', ')}`, [
@@ -231,5 +245,26 @@ function toSubmitRequest(body: unknown, registry: TaskRegistry, defaultMaxAttemp
   // Seed-form fields sit at the top level, so their paths drop the `input.` prefix.
   if (!input.success) throw validationError(input.error, general ? ['input'] : []);
   // maxAttempts is resolved here, once, and stored with the task: the worker reads it.
-  return { type: typeName, input: input.data, userId, priority, maxAttempts: type.maxAttempts ?? defaultMaxAttempts, asyncMode };
+  return {
+    type: typeName,
+    input: input.data,
+    userId,
+    priority,
+    maxAttempts: type.maxAttempts ?? defaultMaxAttempts,
+    asyncMode,
+    ...(runAt !== undefined ? { runAt } : {}),
+  };
+}
+
+/** When a delayed task is due (epoch ms), or undefined for one to run now (no delay, or a time already past). */
+function runAtOf(when: { run_at?: string | undefined; delay_ms?: number | undefined }): number | undefined {
+  if (when.run_at !== undefined && when.delay_ms !== undefined) {
+    throw new ValidationError('run_at: give run_at or delay_ms, not both', [{ path: 'run_at', message: 'give run_at or delay_ms, not both' }]);
+  }
+  const now = Date.now();
+  const at = when.run_at !== undefined ? Date.parse(when.run_at) : when.delay_ms !== undefined ? now + when.delay_ms : undefined;
+  if (at !== undefined && at - now > MAX_DELAY_MS) {
+    throw new ValidationError('run_at: at most 30 days ahead', [{ path: 'run_at', message: 'at most 30 days ahead' }]);
+  }
+  return at !== undefined && at > now ? at : undefined;
 }

@@ -11,6 +11,15 @@ const userId = z
   .max(256, 'at most 256 characters')
   .regex(/^\P{Cc}*$/u, 'must not contain control characters');
 
+/** The longest delay of a delayed task (run_at / delay_ms). */
+export const MAX_DELAY_MS = 30 * 86_400_000;
+const runAt = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time, like 2026-12-01T09:00:00Z' });
+const delayMs = z
+  .number({ error: 'must be a number of milliseconds' })
+  .int('must be a whole number of milliseconds')
+  .min(0)
+  .max(MAX_DELAY_MS, `at most ${MAX_DELAY_MS} ms (30 days)`);
+
 /** The seed's body: `{"user_id", "content"}`, run by the `agent` type. */
 export const seedBody = z.strictObject({
   user_id: userId,
@@ -18,6 +27,8 @@ export const seedBody = z.strictObject({
   priority: z.enum(PRIORITIES).default('normal'),
   /** Seed 000: false answers with the result when it comes within the longest wait. */
   async_mode: z.boolean({ error: 'must be a boolean' }).optional(),
+  run_at: runAt.optional(),
+  delay_ms: delayMs.optional(),
 });
 
 /** The general form: any registered type with its input. */
@@ -27,6 +38,9 @@ export const generalBody = z.strictObject({
   user_id: userId.optional(),
   priority: z.enum(PRIORITIES).default('normal'),
   async_mode: z.boolean({ error: 'must be a boolean' }).optional(),
+  /** A delayed task: `scheduled` until then, published by the relay when due. */
+  run_at: runAt.optional(),
+  delay_ms: delayMs.optional(),
 });
 
 const seconds = (max: number) => z.coerce.number({ error: 'must be a number of seconds' }).min(0).max(max, `at most ${max} seconds`);

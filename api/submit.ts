@@ -41,6 +41,8 @@ export interface SubmitRequest {
   userId: string | null;
   priority: Priority;
   maxAttempts: number;
+  /** A delayed task: due then (epoch ms); it stays `scheduled` and the relay publishes it. */
+  runAt?: number;
 }
 
 export type SubmitResult = ({ replayed: false; task: NewTask; downgraded: boolean } | { replayed: true; taskId: string; task: TaskRecord | null }) & {
@@ -124,6 +126,8 @@ async function submitTraced(
   if (created.outcome !== 'created') throw new Error(`task id collision: ${task.id}`);
   // The store wrote the cheaper input: the message carries the same.
   if (created.downgraded && admission.downgrade) task.input = admission.downgrade.input;
+  // A delayed task is published by the relay once due (any replica's: each takes an outbox entry once).
+  if (task.runAt !== undefined) return { replayed: false, task, downgraded: created.downgraded, ...(rate ? { rate } : {}) };
 
   try {
     await withTimeout(

@@ -3,7 +3,7 @@
  * Both read Redis (through the store), never process memory, so any API replica can serve
  * any caller and a reconnect may land on another replica.
  */
-import type { TaskStore } from '../common/store/port.ts';
+import type { TaskStore, WorkflowEvent } from '../common/store/port.ts';
 import { TERMINAL_EVENTS, isTerminal, type TaskEvent, type TaskRecord } from '../common/task.ts';
 
 export interface WatchOptions {
@@ -45,6 +45,43 @@ export async function* followEvents(store: TaskStore, id: string, after: string 
         if (!task || isTerminal(task.status)) {
           // The end event may have landed between the two reads.
           for (const e of await store.events(id, last, PAGE)) yield e;
+          return;
+        }
+      }
+      await watch.changed(opts.pollMs, opts.signal);
+    }
+  } finally {
+    watch.close();
+  }
+}
+
+/** The events of `source`, each turned into `f(e)`. */
+export async function* mapEvents<E, V>(source: AsyncIterable<E>, f: (e: E) => V): AsyncGenerator<V> {
+  for await (const e of source) yield f(e);
+}
+
+/**
+ * The events of all steps of workflow `id` after `after`, as they come; ends after the
+ * workflow's own end event, when it is gone, or on abort.
+ */
+export async function* followWorkflowEvents(store: TaskStore, id: string, after: string | null, opts: WatchOptions): AsyncGenerator<WorkflowEvent> {
+  const watch = await store.watchWorkflow(id);
+  try {
+    let last = after;
+    let lastCheck = 0;
+    while (!opts.signal?.aborted) {
+      const batch = await store.workflowEvents(id, last, PAGE);
+      for (const e of batch) {
+        last = e.id;
+        yield e;
+        if (e.type === 'workflow') return;
+      }
+      if (batch.length === PAGE) continue;
+      if (Date.now() - lastCheck > EXISTS_CHECK_MS) {
+        lastCheck = Date.now();
+        const wf = await store.getWorkflow(id);
+        if (!wf || wf.status !== 'running') {
+          for (const e of await store.workflowEvents(id, last, PAGE)) yield e;
           return;
         }
       }

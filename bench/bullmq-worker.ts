@@ -26,6 +26,8 @@ async function processor(job: Job, _token?: string, signal?: AbortSignal): Promi
     partial: async (chunk) => {
       await job.log(chunk);
     },
+    needs: {},
+    spawn: () => Promise.reject(new Error('ctx.spawn is not part of the benchmark')),
   };
   try {
     return await runAgent(ctx, agentInput.parse(job.data));

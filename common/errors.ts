@@ -168,6 +168,17 @@ export class TaskFinishedError extends AppError {
   }
 }
 
+/** A request that conflicts with the state of what it names (a rerun of a task still running, a cancel of a finished workflow): 409. */
+export class ConflictError extends AppError {
+  constructor(
+    code: 'task_not_retryable' | 'workflow_finished',
+    message: string,
+    readonly details: { task_id?: string; status?: string } = {},
+  ) {
+    super(code, message);
+  }
+}
+
 /** Rejects with `onTimeout()` when `promise` has not settled within `ms`. */
 export async function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -27,6 +27,39 @@ export interface HandlerContext {
    * SSE `partial` events and appended to the task's `output`.
    */
   partial(chunk: string): Promise<void>;
+  /** The results of the workflow steps this step needs, by step id; {} for a task that is not a step (or needs nothing). */
+  needs: Record<string, unknown>;
+  /**
+   * Starts child tasks as a workflow of their own (seed 002: an agent that decides at run time
+   * how many parts there are), with an optional `then` step that runs once they are all done,
+   * their results in its ctx.needs. No slot is held while they run: this handler can return.
+   * The workflow's id derives from this task and the call's order, so an attempt run again
+   * after a crash gets the same workflow back instead of a second one.
+   */
+  spawn(children: SpawnStep[], opts?: { then?: SpawnStep; name?: string }): Promise<SpawnedWorkflow>;
+}
+
+/** A step ctx.spawn starts: a task type and its input (`id`: its step id, default `child-<n>`, and `then`). */
+export interface SpawnStep {
+  id?: string;
+  type: string;
+  input: unknown;
+  priority?: 'high' | 'normal' | 'low';
+}
+
+export interface SpawnedWorkflow {
+  workflowId: string;
+  /** Step id → task id. */
+  steps: Record<string, string>;
+}
+
+/** A built-in workflow (POST /workflows {"template": name, "input": …}). */
+export interface WorkflowTemplate<I = unknown> {
+  name: string;
+  description: string;
+  input: z.ZodType<I>;
+  /** The steps, as POST /workflows takes them. */
+  steps: Bivariant<(input: I) => { id: string; type: string; input: unknown; needs?: string[] }[]>;
 }
 
 /** A function type checked like a method (bivariantly), so a TaskType<I> is a TaskType<unknown> in the registry. */
@@ -67,6 +100,21 @@ export const defineTaskType = <I, O>(t: TaskType<I, O>): TaskType<I, O> => t;
 
 export class TaskRegistry {
   private readonly types = new Map<string, TaskType>();
+  private readonly templates = new Map<string, WorkflowTemplate>();
+
+  registerTemplate<I>(t: WorkflowTemplate<I>): this {
+    if (this.templates.has(t.name)) throw new TypeError(`workflow template ${t.name} is registered twice`);
+    this.templates.set(t.name, t);
+    return this;
+  }
+
+  template(name: string): WorkflowTemplate | undefined {
+    return this.templates.get(name);
+  }
+
+  templateNames(): string[] {
+    return [...this.templates.keys()];
+  }
 
   register<I, O>(type: TaskType<I, O>): this {
     if (!/^[a-z][a-z0-9_.-]{0,63}$/.test(type.name)) throw new TypeError(`invalid task type name ${JSON.stringify(type.name)}`);

@@ -51,11 +51,14 @@ export function startRelay(opts: RelayOptions): Relay {
       }
       const now = Date.now();
       if (task.status === 'running' && (task.leaseUntil ?? 0) > now) continue;
-      if (task.status === 'queued' && (task.retryAt ?? 0) > now) continue;
+      // A retry or a delayed task not due yet; a waiting workflow step has nothing to publish before its needs are done.
+      if ((task.status === 'queued' || task.status === 'scheduled') && (task.retryAt ?? 0) > now) continue;
+      if (task.status === 'waiting') continue;
       await broker.publish(requestTopicFor(topic, task.priority), requestOutgoing(task));
       await store.disarmOutbox(id, task.attempt);
       published++;
-      logger.info(task.status === 'running' ? 'relay: republished a task whose worker stopped' : 'relay: published a queued task', {
+      const what = { running: 'relay: republished a task whose worker stopped', scheduled: 'relay: published a delayed task now due' }[task.status as string];
+      logger.info(what ?? 'relay: published a queued task', {
         task_id: id,
         status: task.status,
       });

@@ -43,7 +43,12 @@ function redisWhere(config: Config): string {
 }
 
 export async function createStore(config: Config, logger: Logger): Promise<TaskStore> {
-  const opts = { resultTtlSeconds: config.resultTtlSeconds, historyLimit: config.historyLimit, outputLimitBytes: config.outputLimitBytes };
+  const opts = {
+    resultTtlSeconds: config.resultTtlSeconds,
+    historyLimit: config.historyLimit,
+    outputLimitBytes: config.outputLimitBytes,
+    readyPublishDelayMs: config.relayAfterMs,
+  };
   if (config.store === 'memory') return new MemoryTaskStore(opts);
   const store = new RedisTaskStore({ ...config.redis, ...opts, opTimeoutMs: config.api.requestTimeoutMs, logger });
   if (!(await store.connect())) {
@@ -70,6 +75,9 @@ export function workerOptions(config: Config) {
     requestTopic: config.topics.request,
     resultTopic: config.topics.result,
     group: config.group,
+    publishTimeoutMs: config.api.requestTimeoutMs,
+    relayAfterMs: config.relayAfterMs,
+    limits: { submitsPerSecond: config.limits.submitsPerSecond, quotaUnits: config.limits.quotaUnits, quotaWindowSeconds: config.limits.quotaWindowSeconds },
   };
 }
 

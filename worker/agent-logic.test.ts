@@ -14,6 +14,8 @@ function ctx(attempt = 1) {
     progress: (p) => Promise.resolve(void progress.push(p)),
     log: () => undefined,
     partial: (chunk) => Promise.resolve(void chunks.push(chunk)),
+    needs: {},
+    spawn: () => Promise.reject(new Error('ctx.spawn is not available here')),
   };
   return { c, progress, chunks };
 }

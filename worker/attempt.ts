@@ -16,6 +16,10 @@ export interface AttemptOptions {
   leaseMs: number;
   /** Time the attempt may take unless its type says otherwise. */
   taskTimeoutMs: number;
+  /** ctx.needs: the results of the steps it needs. */
+  needs?: Record<string, unknown>;
+  /** ctx.spawn, bound to this task. */
+  spawn?: HandlerContext['spawn'];
 }
 
 export type AttemptOutcome =
@@ -61,6 +65,8 @@ export async function runAttempt(
       void recorder.add({ type: 'log', data: data === undefined ? { level, message } : { level, message, data } });
     },
     partial: (chunk) => (typeof chunk === 'string' && chunk !== '' ? recorder.add({ type: 'partial', data: { chunk } }) : Promise.resolve()),
+    needs: opts.needs ?? {},
+    spawn: opts.spawn ?? (() => Promise.reject(new Error('ctx.spawn is not available in this worker'))),
   };
 
   let ran = false;

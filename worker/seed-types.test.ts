@@ -28,6 +28,8 @@ function ctx(attempt = 1, signal = new AbortController().signal) {
     progress: (percent, message) => Promise.resolve(void progress.push({ percent, message })),
     log: () => undefined,
     partial: (chunk) => Promise.resolve(void chunks.push(chunk)),
+    needs: {},
+    spawn: () => Promise.reject(new Error('ctx.spawn is not available here')),
   };
   return { c, progress, chunks };
 }
@@ -102,7 +104,10 @@ describe('quota costs (seed 000)', () => {
 
   it('the default registry holds the three next to agent, whose cost stays the default', () => {
     const reg = defaultRegistry();
-    expect(reg.names()).toEqual(['agent', 'multi_agent_report', 'options_analysis_workflow', 'stock_screening_workflow']);
+    expect(reg.names().slice(0, 4)).toEqual(['agent', 'multi_agent_report', 'options_analysis_workflow', 'stock_screening_workflow']);
+    // Then seed 001's report steps (worker/report-workflow.ts).
+    expect(reg.names().slice(4)).toEqual(['report_research', 'report_analyst', 'report_writer', 'report_coordinator']);
+    expect(reg.templateNames()).toEqual(['seed_report']);
     expect(costOf(reg.get('agent')!, { content: 'x' })).toBe(1);
   });
 });

@@ -17,6 +17,8 @@ import { runAttempt, type AttemptOutcome } from './attempt.ts';
 import { PriorityGate } from './priority-gate.ts';
 import type { Metrics } from '../common/metrics.ts';
 import { startHeartbeat, type Heartbeat } from './heartbeat.ts';
+import type { HandlerContext, SpawnStep } from '../common/registry.ts';
+import { publishReady, resolveWorkflow, startWorkflow, uuidFrom, type WorkflowStepSpec } from '../common/workflows.ts';
 
 export interface WorkerOptions {
   id: string;
@@ -41,6 +43,11 @@ export interface WorkerOptions {
   throttleMs?: number;
   /** How often the worker renews its entry in the live-worker list (GET /stats); 0 or absent: no entry. */
   heartbeatMs?: number;
+  /** For ctx.spawn: how long the first child steps' publish may take, and when the relay publishes them otherwise. */
+  publishTimeoutMs?: number;
+  relayAfterMs?: number;
+  /** For ctx.spawn: the deployment's default limits its workflows are admitted against. */
+  limits?: { submitsPerSecond: number; quotaUnits: number; quotaWindowSeconds: number };
 }
 
 export interface WorkerDeps {
@@ -232,7 +239,15 @@ export class Worker {
     const started = Date.now();
     let outcome: AttemptOutcome;
     try {
-      outcome = await runAttempt(store, task, type, controller, { worker: options.id, leaseMs: options.leaseMs, taskTimeoutMs: options.taskTimeoutMs }, log);
+      const needs = await this.needsOf(task);
+      outcome = await runAttempt(
+        store,
+        task,
+        type,
+        controller,
+        { worker: options.id, leaseMs: options.leaseMs, taskTimeoutMs: options.taskTimeoutMs, needs, spawn: this.spawner(task) },
+        log,
+      );
     } finally {
       this.controllers.delete(task.id);
     }
@@ -244,6 +259,8 @@ export class Worker {
       this.stats.done++;
       this.ended(r.task, 'done');
       log.info('task done', { attempt: task.attempt, duration_ms: Date.now() - started });
+      // The workflow steps this completion readied go out now (the relay would, a little later).
+      if (r.ready) await publishReady(store, this.deps.broker, options.requestTopic, r.ready, log);
       await this.publishResult(r.task);
       return 'done';
     }
@@ -297,6 +314,57 @@ export class Worker {
     }
     log.warn('finished, but the task is no longer ours; result discarded', { code });
     return 'lost';
+  }
+
+  /** ctx.needs of a workflow step: the results of the steps it needs, by step id. */
+  private async needsOf(task: TaskRecord): Promise<Record<string, unknown>> {
+    if (task.needs.length === 0) return {};
+    const recs = await Promise.all(task.needs.map((id) => retrying(() => this.deps.store.get(id), storeRetry)));
+    const out: Record<string, unknown> = {};
+    recs.forEach((r, i) => {
+      if (r) out[r.step ?? task.needs[i] ?? ''] = r.result;
+    });
+    return out;
+  }
+
+  /** ctx.spawn of a task: each call starts a workflow whose id derives from the task and the call's order. */
+  private spawner(task: TaskRecord): HandlerContext['spawn'] {
+    let calls = 0;
+    return async (children: SpawnStep[], opts: { then?: SpawnStep; name?: string } = {}) => {
+      const { store, broker, registry, logger, options } = this.deps;
+      const n = calls++;
+      const steps: WorkflowStepSpec[] = children.map((c, i) => ({
+        id: c.id ?? `child-${i + 1}`,
+        type: c.type,
+        input: c.input,
+        priority: c.priority ?? task.priority,
+      }));
+      const then = opts.then;
+      if (then)
+        steps.push({ id: then.id ?? 'then', type: then.type, input: then.input, priority: then.priority ?? task.priority, needs: steps.map((s) => s.id) });
+      const spec = resolveWorkflow(
+        { name: opts.name ?? `${task.type} ${task.id.slice(0, 8)}`, ...(task.userId ? { user_id: task.userId } : {}), steps },
+        registry,
+        task.maxAttempts,
+      );
+      const started = await startWorkflow(
+        {
+          store,
+          broker,
+          logger,
+          registry,
+          requestTopic: options.requestTopic,
+          publishTimeoutMs: options.publishTimeoutMs ?? 5000,
+          relayAfterMs: options.relayAfterMs ?? 2000,
+          limits: options.limits ?? { submitsPerSecond: 0, quotaUnits: 0, quotaWindowSeconds: 86_400 },
+        },
+        task.tenant,
+        spec,
+        { id: uuidFrom(`spawn/${task.id}/${n}`), parentTaskId: task.id },
+      );
+      logger.info('spawned a workflow', { task_id: task.id, workflow_id: started.workflowId, steps: Object.keys(started.steps).length, new: started.created });
+      return { workflowId: started.workflowId, steps: started.steps };
+    };
   }
 
   /** Metrics of a claim: the queue wait of a first attempt, a re-run after a lost lease. */

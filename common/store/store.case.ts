@@ -872,6 +872,7 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       await store.create(t, Date.now() + 60_000);
       await store.claim(t.id, 'w1', 10_000);
       await store.fail(t.id, 'w1', { code: 'boom', message: 'broke', retriable: true });
+      await sleep(5); // dead letters are ordered by when they failed
       const other = newTask({ tenant, type: 'other' });
       await store.create(other, Date.now() + 60_000);
       await store.claim(other.id, 'w1', 10_000);

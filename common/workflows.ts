@@ -1,0 +1,248 @@
+/**
+ * Workflows (fan-out / fan-in): a set of steps, each a task that needs others. The request
+ * is checked and put in dependency order here; the store writes every step in one atomic
+ * step (the ones that need nothing `queued`, the rest `waiting`) and readies a step in the
+ * same transition that completes its last need (store/port.ts createWorkflow). The API's
+ * POST /workflows and a handler's ctx.spawn both start workflows through startWorkflow.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import type { Broker } from './broker/port.ts';
+import { TooManyRequestsError, UnavailableError, ValidationError, errorMessage, withTimeout } from './errors.ts';
+import type { Logger } from './logger.ts';
+import { requestOutgoing, requestTopicFor } from './messages.ts';
+import { costOf, type TaskRegistry } from './registry.ts';
+import type { NewStep, NewWorkflow, TaskStore } from './store/port.ts';
+import { PRIORITIES, type NewTask, type Priority } from './task.ts';
+import { traceHeaders } from './tracing.ts';
+
+/** Steps one workflow may have. */
+export const MAX_STEPS = 100;
+
+const STEP_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/i;
+const stepId = z.string({ error: 'must be a string' }).regex(STEP_ID, 'letters, digits, "_" and "-", at most 63');
+const typeName = z.string({ error: 'must be a string' }).regex(/^[a-z][a-z0-9_.-]{0,63}$/, 'must be a task type name');
+const label = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(256, 'at most 256 characters')
+  .regex(/^\P{Cc}*$/u, 'must not contain control characters');
+
+export const workflowStepSchema = z.strictObject({
+  id: stepId,
+  type: typeName,
+  input: z.unknown().refine((v) => v !== undefined, 'is required'),
+  needs: z.array(stepId).max(MAX_STEPS).default([]),
+  priority: z.enum(PRIORITIES).default('normal'),
+  max_attempts: z.number({ error: 'must be a whole number' }).int().min(1).max(100).optional(),
+});
+export type WorkflowStepSpec = z.input<typeof workflowStepSchema>;
+
+/** POST /workflows with its steps. */
+export const workflowStepsBody = z.strictObject({
+  name: label.optional(),
+  user_id: label.optional(),
+  steps: z.array(workflowStepSchema).min(1, 'at least one step').max(MAX_STEPS, `at most ${MAX_STEPS} steps`),
+});
+
+/** POST /workflows from a built-in template (the registry's, e.g. `seed_report`). */
+export const workflowTemplateBody = z.strictObject({
+  template: z.string({ error: 'must be a string' }).regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be a template name'),
+  input: z.unknown().default({}),
+  name: label.optional(),
+  user_id: label.optional(),
+});
+
+/** A workflow request, checked: its steps in an order where each comes after its needs. */
+export interface WorkflowSpec {
+  name: string | null;
+  userId: string | null;
+  steps: { id: string; type: string; input: unknown; needs: string[]; priority: Priority; maxAttempts: number }[];
+}
+
+const fail = (path: string, message: string): never => {
+  throw new ValidationError(`${path}: ${message}`, [{ path, message }]);
+};
+
+function issuesError(err: z.ZodError, prefix: (string | number)[] = []): ValidationError {
+  const issues = err.issues.map((i) => ({ path: [...prefix, ...i.path].map(String).join('.'), message: i.message }));
+  const first = issues[0];
+  return new ValidationError(first ? `${first.path || 'body'}: ${first.message}` : 'invalid workflow', issues);
+}
+
+/** Checks a POST /workflows body (or a spawn's steps): known types, valid inputs, needs that exist, no cycle. */
+export function resolveWorkflow(body: unknown, registry: TaskRegistry, defaultMaxAttempts: number): WorkflowSpec {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) fail('', 'must be a JSON object');
+  if ('template' in (body as object)) {
+    const parsed = workflowTemplateBody.safeParse(body);
+    if (!parsed.success) throw issuesError(parsed.error);
+    const t = registry.template(parsed.data.template);
+    if (!t)
+      return fail('template', `unknown workflow template ${JSON.stringify(parsed.data.template)}; known: ${registry.templateNames().join(', ') || 'none'}`);
+    const input = t.input.safeParse(parsed.data.input);
+    if (!input.success) throw issuesError(input.error, ['input']);
+    const spec = resolveWorkflow({ steps: t.steps(input.data) }, registry, defaultMaxAttempts);
+    return { ...spec, name: parsed.data.name ?? t.name, userId: parsed.data.user_id ?? null };
+  }
+  const parsed = workflowStepsBody.safeParse(body);
+  if (!parsed.success) throw issuesError(parsed.error);
+  const { steps } = parsed.data;
+  const index = new Map<string, number>();
+  steps.forEach((s, i) => {
+    if (index.has(s.id)) fail(`steps.${i}.id`, `step id ${JSON.stringify(s.id)} is used twice`);
+    index.set(s.id, i);
+  });
+  const resolved = steps.map((s, i) => {
+    s.needs.forEach((n, j) => {
+      if (!index.has(n)) fail(`steps.${i}.needs.${j}`, `no step ${JSON.stringify(n)} in this workflow`);
+      if (n === s.id) fail(`steps.${i}.needs.${j}`, 'a step cannot need itself');
+    });
+    const type = registry.get(s.type);
+    if (!type) return fail(`steps.${i}.type`, `unknown task type ${JSON.stringify(s.type)}; known: ${registry.names().join(', ')}`);
+    const input = type.input.safeParse(s.input);
+    if (!input.success) throw issuesError(input.error, ['steps', i, 'input']);
+    return {
+      id: s.id,
+      type: s.type,
+      input: input.data,
+      needs: [...new Set(s.needs)],
+      priority: s.priority,
+      maxAttempts: s.max_attempts ?? type.maxAttempts ?? defaultMaxAttempts,
+    };
+  });
+  // Dependency order (Kahn); what is left over is a cycle.
+  const ordered: typeof resolved = [];
+  const done = new Set<string>();
+  let left = resolved;
+  while (left.length > 0) {
+    const ready = left.filter((s) => s.needs.every((n) => done.has(n)));
+    if (ready.length === 0) return fail('steps', `the needs form a cycle among ${left.map((s) => s.id).join(', ')}`);
+    for (const s of ready) done.add(s.id);
+    ordered.push(...ready);
+    left = left.filter((s) => !done.has(s.id));
+  }
+  return { name: parsed.data.name ?? null, userId: parsed.data.user_id ?? null, steps: ordered };
+}
+
+/** A UUID derived from `seed`, so a handler's ctx.spawn run again makes the same workflow, not a second one. */
+export function uuidFrom(seed: string): string {
+  const h = createHash('sha256').update(seed).digest('hex');
+  const variant = ((parseInt(h.slice(16, 17), 16) & 0x3) | 0x8).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+export interface WorkflowDeps {
+  store: TaskStore;
+  broker: Broker;
+  logger: Logger;
+  requestTopic: string;
+  registry: TaskRegistry;
+  /** Time the publish of the first steps may take before the workflow is cancelled (503). */
+  publishTimeoutMs: number;
+  /** When the relay publishes a first step whose publisher died first. */
+  relayAfterMs: number;
+  /** The deployment's default limits (a tenant's own win, in the store). */
+  limits: { submitsPerSecond: number; quotaUnits: number; quotaWindowSeconds: number };
+}
+
+export interface StartedWorkflow {
+  workflowId: string;
+  /** Step id → task id. */
+  steps: Record<string, string>;
+  /** False when a workflow of this id existed already (a spawn run again): nothing new was started. */
+  created: boolean;
+}
+
+/**
+ * Creates the workflow and publishes the steps that need nothing. `id` is random unless
+ * given (ctx.spawn derives it from the spawning task, so a re-run finds the same one); the
+ * step task ids derive from it. If the first steps cannot be published in time, the workflow
+ * is cancelled and an UnavailableError (503) thrown, as for a task.
+ */
+export async function startWorkflow(
+  deps: WorkflowDeps,
+  tenant: string,
+  spec: WorkflowSpec,
+  opts: { id?: string; parentTaskId?: string } = {},
+): Promise<StartedWorkflow> {
+  const id = opts.id ?? randomUUID();
+  const createdAt = Date.now();
+  const traceContext = traceHeaders();
+  const steps: NewStep[] = spec.steps.map((s) => {
+    const task: NewTask = {
+      id: uuidFrom(`${id}/${s.id}`),
+      tenant,
+      type: s.type,
+      input: s.input,
+      userId: spec.userId,
+      priority: s.priority,
+      maxAttempts: s.maxAttempts,
+      createdAt,
+      traceContext,
+    };
+    return { step: s.id, task, needs: s.needs };
+  });
+  const stepIds = Object.fromEntries(steps.map((s) => [s.step, s.task.id]));
+  const cost = spec.steps.reduce((n, s) => {
+    const type = deps.registry.get(s.type);
+    return n + (type ? costOf(type, s.input) : 1);
+  }, 0);
+  const wf: NewWorkflow = { id, tenant, name: spec.name, userId: spec.userId, parentTaskId: opts.parentTaskId ?? null, createdAt, steps };
+  const created = await deps.store.createWorkflow(wf, createdAt + deps.relayAfterMs, { admission: { ...deps.limits, cost } });
+  if (created.outcome === 'exists') return { workflowId: id, steps: stepIds, created: false };
+  if (created.outcome === 'rate_limited') {
+    const after = Math.max(1, Math.ceil(created.rate.resetMs / 1000));
+    throw new TooManyRequestsError(
+      'rate_limited',
+      `tenant ${tenant} is over its limit of ${created.rate.limit} submits per second; retry after ${after} s`,
+      after,
+    );
+  }
+  if (created.outcome === 'quota_exceeded') {
+    const u = created.usage;
+    throw new TooManyRequestsError(
+      'quota_exceeded',
+      `tenant ${tenant} has ${u.units - u.spent} of its ${u.units} quota units left in this window, and this workflow's steps cost ${cost}; the window resets at ${new Date(u.resetsAt).toISOString()}`,
+      Math.max(1, Math.ceil(created.retryAfterMs / 1000)),
+    );
+  }
+  const roots = steps.filter((s) => s.needs.length === 0).map((s) => s.task);
+  try {
+    await withTimeout(
+      Promise.all(roots.map((t) => deps.broker.publish(requestTopicFor(deps.requestTopic, t.priority), requestOutgoing(t)))),
+      deps.publishTimeoutMs,
+      () => new Error(`no ack within ${deps.publishTimeoutMs} ms`),
+    );
+  } catch (err) {
+    await deps.store.cancelWorkflow(id, 'its first steps could not be published').catch((e: unknown) =>
+      deps.logger.error('could not cancel a workflow whose first steps were not published; the relay may still start it', {
+        workflow_id: id,
+        err: errorMessage(e),
+      }),
+    );
+    throw new UnavailableError('broker', `the broker did not accept the workflow's first steps: ${errorMessage(err)}`, { cause: err });
+  }
+  for (const t of roots) {
+    deps.store.disarmOutbox(t.id, 0).catch((err: unknown) => deps.logger.warn('could not disarm the outbox entry', { task_id: t.id, err: errorMessage(err) }));
+  }
+  return { workflowId: id, steps: stepIds, created: true };
+}
+
+/**
+ * Publishes the steps a completion readied (TransitionResult.ready). If this fails, their
+ * outbox entries are armed: the relay publishes them (store option readyPublishDelayMs).
+ */
+export async function publishReady(store: TaskStore, broker: Broker, requestTopic: string, ids: readonly string[], logger: Logger): Promise<void> {
+  await Promise.all(
+    ids.map(async (id) => {
+      try {
+        const t = await store.get(id);
+        if (!t || t.status !== 'queued') return;
+        await broker.publish(requestTopicFor(requestTopic, t.priority), requestOutgoing(t));
+        await store.disarmOutbox(id, t.attempt);
+      } catch (err) {
+        logger.warn('could not publish a workflow step that became ready; the relay will', { task_id: id, err: errorMessage(err) });
+      }
+    }),
+  );
+}
