@@ -89,8 +89,13 @@ describe('planFirings', () => {
 /** A task store that notes the Idempotency-Key of every create: which slots were submitted. */
 class KeyedStore extends MemoryTaskStore {
   readonly keys: string[] = [];
+  /** Idempotency-Key → the id of the task first created under it. */
+  readonly taskOf = new Map<string, string>();
   override create(task: NewTask, publishDueAt: number, opts: CreateOptions = {}) {
-    if (opts.idempotency) this.keys.push(opts.idempotency.key);
+    if (opts.idempotency) {
+      this.keys.push(opts.idempotency.key);
+      if (!this.taskOf.has(opts.idempotency.key)) this.taskOf.set(opts.idempotency.key, task.id);
+    }
     return super.create(task, publishDueAt, opts);
   }
 }
@@ -160,7 +165,9 @@ describe('Scheduler', () => {
     expect(w.firedSlots(s.id)).toEqual([0, 1, 2, 3, 4].map((i) => T0 + i * MIN));
     for (const t of tasks) expect(t).toMatchObject({ type: 'agent', input: { content: 'daily digest' }, userId: 'u7', priority: 'high', maxAttempts: 5 });
     expect(w.published).toHaveLength(5);
-    expect(await w.schedules.get(s.id)).toMatchObject({ fired: 5, skipped: 0, lastFiredAt: T0 + 4 * MIN, lastTaskId: tasks[0]?.id, nextRunAt: T0 + 5 * MIN });
+    const lastTaskId = w.store.taskOf.get(firingKey(s.id, T0 + 4 * MIN));
+    expect(tasks.map((t) => t.id)).toContain(lastTaskId);
+    expect(await w.schedules.get(s.id)).toMatchObject({ fired: 5, skipped: 0, lastFiredAt: T0 + 4 * MIN, lastTaskId, nextRunAt: T0 + 5 * MIN });
     // Nothing is due until the next slot.
     w.at(T0 + 4 * MIN + 59_000);
     expect(await Promise.all(replicas.map((r) => r.tick()))).toEqual([0, 0, 0]);
