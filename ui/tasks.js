@@ -99,7 +99,7 @@ export async function tasksPage({ root, params, signal }) {
         tr: h('tr', { class: 'row-link', 'data-task-id': t.task_id }),
         status: h('td', {}),
         id: h('td', {}, h('a', { href: `#/tasks/${t.task_id}`, class: 'mono', title: t.task_id }, shortId(t.task_id))),
-        type: h('td', {}),
+        type: h('td', { class: 'type-cell' }),
         user: h('td', { class: 'muted' }),
         bar,
         pct: h('span', { class: 'pct' }),

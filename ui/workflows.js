@@ -305,34 +305,29 @@ export async function workflowPage({ root, signal, setTitle }, id) {
     errorBox,
     card(null, h('div', { class: 'progress-block' }, h('div', { class: 'progress-line' }, pct, summary), bar), { cls: 'card-progress' }),
     card('Steps', h('div', { class: 'dag-scroll' }, g)),
-    h(
-      'div',
-      { class: 'grid-2 grid-wide-left' },
-      card(
-        'Step tasks',
+    card(
+      'Step tasks',
+      h(
+        'div',
+        { class: 'table-wrap' },
         h(
-          'div',
-          { class: 'table-wrap' },
+          'table',
+          { class: 'table', id: 'steps-table' },
           h(
-            'table',
-            { class: 'table', id: 'steps-table' },
+            'thead',
+            {},
             h(
-              'thead',
+              'tr',
               {},
-              h(
-                'tr',
-                {},
-                ['Step', 'Status', 'Progress', 'Attempts', 'Started', 'Run time', 'Task'].map((c) => h('th', {}, c)),
-              ),
+              ['Step', 'Status', 'Type', 'Progress', 'Attempts', 'Started', 'Run time', 'Task'].map((c) => h('th', {}, c)),
             ),
-            stepsBody,
           ),
+          stepsBody,
         ),
-        { cls: 'card-flush' },
       ),
-      card('Details', detailsBox),
+      { cls: 'card-flush' },
     ),
-    card('Result', resultBox),
+    h('div', { class: 'grid-2 grid-wide-left' }, card('Result', resultBox), card('Details', detailsBox)),
   );
 
   const render = () => {
@@ -368,6 +363,7 @@ export async function workflowPage({ root, signal, setTitle }, id) {
           { 'data-step': st.id },
           h('td', {}, h('strong', {}, st.id)),
           h('td', {}, badge(st.status)),
+          h('td', { class: 'mono muted' }, st.type),
           h('td', { class: 'progress-cell' }, progressBar(st.progress ?? 0, st.status), h('span', { class: 'pct' }, `${Math.round(st.progress ?? 0)}%`)),
           h('td', {}, st.attempts ?? '–'),
           h('td', { class: 'nowrap' }, ago(st.started_at)),
