@@ -218,12 +218,14 @@ function toSubmitRequest(body: unknown, registry: TaskRegistry, defaultMaxAttemp
   let priority: Priority = 'normal';
   let asyncMode: boolean | undefined;
   let when: { run_at?: string | undefined; delay_ms?: number | undefined };
+  let attempts: number | undefined;
   if (general) {
     const parsed = generalBody.safeParse(body);
     if (!parsed.success) throw validationError(parsed.error);
     ({ type: typeName, input: rawInput, priority, async_mode: asyncMode } = parsed.data);
     userId = parsed.data.user_id ?? null;
     when = parsed.data;
+    attempts = parsed.data.max_attempts;
   } else {
     const parsed = seedBody.safeParse(body);
     if (!parsed.success) throw validationError(parsed.error);
@@ -250,7 +252,7 @@ function toSubmitRequest(body: unknown, registry: TaskRegistry, defaultMaxAttemp
     input: input.data,
     userId,
     priority,
-    maxAttempts: type.maxAttempts ?? defaultMaxAttempts,
+    maxAttempts: attempts ?? type.maxAttempts ?? defaultMaxAttempts,
     asyncMode,
     ...(runAt !== undefined ? { runAt } : {}),
   };

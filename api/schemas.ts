@@ -38,6 +38,8 @@ export const generalBody = z.strictObject({
   user_id: userId.optional(),
   priority: z.enum(PRIORITIES).default('normal'),
   async_mode: z.boolean({ error: 'must be a boolean' }).optional(),
+  /** Attempts before it fails (default: the type's, else MAX_ATTEMPTS). */
+  max_attempts: z.number({ error: 'must be a whole number' }).int('must be a whole number').min(1).max(100).optional(),
   /** A delayed task: `scheduled` until then, published by the relay when due. */
   run_at: runAt.optional(),
   delay_ms: delayMs.optional(),
