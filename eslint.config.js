@@ -39,6 +39,7 @@ export default tseslint.config(
           'CustomEvent',
           'Node',
           'AbortController',
+          'queueMicrotask',
         ].map((name) => [name, 'readonly']),
       ),
     },

@@ -30,12 +30,24 @@ export const setKeyPrompt = (fn) => {
   askForKey = fn;
 };
 let pendingPrompt = null;
+/** The dialog was dismissed: polls do not ask again until the user does (`askAgain`). */
+let dismissed = false;
+export const askAgain = () => {
+  dismissed = false;
+};
+export const keyDismissed = () => dismissed;
 
 /** One prompt for every call that got a 401 meanwhile. */
 function promptOnce(reason) {
-  pendingPrompt ??= askForKey(reason).finally(() => {
-    pendingPrompt = null;
-  });
+  if (dismissed) return Promise.resolve(null);
+  pendingPrompt ??= askForKey(reason)
+    .then((key) => {
+      dismissed = !key;
+      return key;
+    })
+    .finally(() => {
+      pendingPrompt = null;
+    });
   return pendingPrompt;
 }
 

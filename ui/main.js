@@ -1,5 +1,5 @@
 // The dashboard's shell: hash routes, the API key dialog, the live indicator.
-import { getKey, onKeyChange, setKey, setKeyPrompt } from './api.js';
+import { askAgain, getKey, keyDismissed, onKeyChange, setKey, setKeyPrompt } from './api.js';
 import { h, mount } from './dom.js';
 import { deadLettersPage } from './dead-letters.js';
 import { statsPage } from './stats.js';
@@ -33,6 +33,7 @@ function closeKeyDialog(key) {
   settleKey = null;
   if (key) setKey(key);
   settle?.(key || null);
+  queueMicrotask(showKeyButton);
 }
 
 document.getElementById('key-form').addEventListener('submit', (e) => {
@@ -47,11 +48,14 @@ dialog.addEventListener('cancel', (e) => {
 });
 
 const keyButton = document.getElementById('key-button');
+// "Change key" once a key is in use; "Enter key" after the dialog was dismissed.
 const showKeyButton = () => {
-  keyButton.hidden = !getKey();
+  keyButton.hidden = !getKey() && !keyDismissed();
+  keyButton.textContent = getKey() ? 'Change key' : 'Enter key';
 };
 keyButton.addEventListener('click', () => {
   setKey(null);
+  askAgain();
   route();
 });
 onKeyChange(showKeyButton);

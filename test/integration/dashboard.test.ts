@@ -46,7 +46,7 @@ function ensureChromium(): string {
   if (!existsSync('/usr/bin/apt-get')) throw new Error(`${why}; it is missing and there is no apt-get to install it`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   const apt = (args: string[]) => execFileSync('apt-get', args, { env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 200_000 });
-  process.stderr.write(`[dashboard] ${CHROMIUM} is missing: apt-get install -y chromium\n`);
+  process.stderr.write(`[dashboard] ${CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium\n`);
   try {
     apt(['install', '-y', '--no-install-recommends', 'chromium']);
   } catch {
@@ -115,11 +115,19 @@ describe('dashboard in chromium', () => {
     await page.goto(`${api.url}/ui`);
     await page.waitForSelector('#key-dialog[open] #key-input', { timeout: 10_000 });
     await shot('key-prompt');
+    // Dismissed, it stays away (the list's polls do not ask again) until "Enter key".
+    await page.click('#key-cancel');
+    await page.waitForSelector('#key-button:has-text("Enter key")');
+    await page.waitForTimeout(2500);
+    expect(await page.isVisible('#key-dialog')).toBe(false);
+    await page.click('#key-button');
+    await page.waitForSelector('#key-dialog[open] #key-input', { timeout: 10_000 });
     await page.fill('#key-input', key);
     await page.click('#key-save');
     await page.waitForSelector('#key-dialog', { state: 'hidden' });
     await page.waitForSelector('#tasks-table:visible, .empty:visible');
     expect(await page.evaluate(() => (globalThis as unknown as PageWindow).sessionStorage.getItem('atq.apiKey'))).toBe(key);
+    expect(await page.textContent('#key-button')).toBe('Change key');
   });
 
   it('submits a task from the form and watches it reach done, the progress bar moving', async () => {
