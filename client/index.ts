@@ -5,7 +5,20 @@
  */
 import { backoffMs, sleep as pause } from '../common/backoff.ts';
 import type { Priority, TaskError, TaskStatus } from '../common/task.ts';
-import type { AcceptedView, QuotaView, StatsView, WorkerView, TaskEventData, TaskEventName, TaskEventView, TaskListView, TaskView } from '../common/views.ts';
+import type {
+  AcceptedView,
+  QuotaView,
+  StatsView,
+  WorkerView,
+  TaskEventData,
+  TaskEventName,
+  TaskEventView,
+  TaskListView,
+  TaskView,
+  WorkflowAcceptedView,
+  WorkflowView,
+} from '../common/views.ts';
+import type { workflowStepsBody, workflowTemplateBody } from '../common/workflows.ts';
 import { traceHeaders } from '../common/tracing.ts';
 import { parseSse, type SseMessage } from './sse.ts';
 import type { z } from 'zod';
@@ -44,6 +57,12 @@ export interface SubmitFinished {
 }
 
 export type SubmitAnswer = SubmitAccepted | SubmitFinished;
+
+/** POST /workflows: steps with the steps they need, or a built-in template (`seed_report`) and its input. */
+export type WorkflowRequest = z.input<typeof workflowStepsBody> | z.input<typeof workflowTemplateBody>;
+/** 202 of POST /workflows: step id → task id, and where to follow it. */
+export type WorkflowAccepted = WorkflowAcceptedView;
+export type { WorkflowView };
 
 export interface ListFilter {
   status?: TaskStatus;
@@ -315,6 +334,21 @@ export class TaskClient {
   async stats(opts: { signal?: AbortSignal } = {}): Promise<QueueStats> {
     const res = await this.send({ method: 'GET', path: '/stats', signal: opts.signal, retry: true });
     return (await res.json()) as QueueStats;
+  }
+
+  /**
+   * POST /workflows: every step becomes a task at once (those with needs wait for them); answers
+   * each step's task id. Not retried: a retry could start a second workflow.
+   */
+  async submitWorkflow(req: WorkflowRequest, opts: { signal?: AbortSignal } = {}): Promise<WorkflowAccepted> {
+    const res = await this.send({ method: 'POST', path: '/workflows', body: req, signal: opts.signal, retry: false });
+    return (await res.json()) as WorkflowAccepted;
+  }
+
+  /** GET /workflows/:id: the workflow's status and progress, and each step's, with its result once done. */
+  async getWorkflow(id: string, opts: { signal?: AbortSignal } = {}): Promise<WorkflowView> {
+    const res = await this.send({ method: 'GET', path: `/workflows/${encodeURIComponent(id)}`, signal: opts.signal, retry: true });
+    return (await res.json()) as WorkflowView;
   }
 
   /** One page of GET /tasks, newest first. */
@@ -670,6 +704,9 @@ export function agentTools(client: TaskClient) {
     /** Cancels a queued or running task; answers it, now `cancelled` (a finished one is a 409). */
     cancel_task: (id: string): Promise<TaskView> => client.cancel(id),
 
+    /** Starts a workflow (steps with their needs, or a template); answers its id and each step's task id. */
+    submit_workflow: (req: WorkflowRequest): Promise<WorkflowAccepted> => client.submitWorkflow(req),
+
     /** The tenant's quota: units per window, spent, remaining (null when unlimited) and when it resets. */
     get_quota: (): Promise<TenantQuota> => client.quota(),
 
@@ -718,6 +755,10 @@ export async function callAgentTool(
       return tools.list_tasks(parse(AGENT_TOOL_ARGS.list_tasks));
     case 'cancel_task':
       return tools.cancel_task(parse(AGENT_TOOL_ARGS.cancel_task).task_id);
+    case 'submit_workflow':
+      parse(AGENT_TOOL_ARGS.submit_workflow);
+      // As the model sent it: the API checks the form it is and names what is wrong.
+      return tools.submit_workflow(args as WorkflowRequest);
     case 'get_quota':
       parse(AGENT_TOOL_ARGS.get_quota);
       return tools.get_quota();

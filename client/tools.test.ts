@@ -60,6 +60,17 @@ describe('toolDefinitions', () => {
       ['list_tasks', { status: 'done', limit: 10 }],
       ['cancel_task', { task_id: ID }],
       ['get_quota', {}],
+      ['submit_workflow', { template: 'seed_report', input: { topic: 'new energy vehicles' } }],
+      [
+        'submit_workflow',
+        {
+          name: 'two steps',
+          steps: [
+            { id: 'a', type: 'agent', input: { content: 'x' } },
+            { id: 'b', type: 'agent', input: { content: 'y' }, needs: ['a'] },
+          ],
+        },
+      ],
     ];
     for (const [name, args] of good) {
       const validate = validator(name);
@@ -76,6 +87,9 @@ describe('toolDefinitions', () => {
       ['get_task_results', {}],
       ['list_tasks', { limit: 0 }],
       ['get_statistics', { extra: true }],
+      ['submit_workflow', { steps: [{ id: 'a', type: 'agent' }] }],
+      ['submit_workflow', { steps: [{ id: 'a b', type: 'agent', input: {} }] }],
+      ['submit_workflow', { template: 'seed_report', priority: 'high' }],
     ];
     for (const [name, args] of bad) expect(validator(name)(args), `${name} ${JSON.stringify(args)}`).toBe(false);
   });
@@ -111,6 +125,11 @@ describe('callAgentTool', () => {
     await expect(callAgentTool(tools, 'wait_for_tasks', { task_ids: ['nope'] })).rejects.toThrow(/invalid arguments for wait_for_tasks: task_ids\.0: /);
     await expect(callAgentTool(tools, 'check_task', {})).rejects.toThrow(/task_id/);
     await expect(callAgentTool(tools, 'sleep', {})).rejects.toThrow(/unknown tool "sleep"; the tools are submit_task, /);
+    // Neither form, or both: the JSON schema cannot say it, the check does.
+    await expect(callAgentTool(tools, 'submit_workflow', { name: 'empty' })).rejects.toThrow(/submit_workflow: steps: give either steps or template/);
+    await expect(callAgentTool(tools, 'submit_workflow', { template: 'seed_report', steps: [{ id: 'a', type: 'agent', input: {} }] })).rejects.toThrow(
+      /give either steps or template/,
+    );
   });
 
   it('passes the API’s refusal on as the client’s error', async () => {

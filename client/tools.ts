@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { taskIdSchema } from '../api/openapi-schemas.ts';
 import { generalBody, listQuery } from '../api/schemas.ts';
+import { workflowStepsBody, workflowTemplateBody } from '../common/workflows.ts';
 
 /** Tasks one call may name: the waits run side by side, one event stream each. */
 export const MAX_TOOL_TASKS = 100;
@@ -31,6 +32,21 @@ const submitArgs = generalBody.omit({ async_mode: true }).extend({
   priority: generalBody.shape.priority.describe('Queue priority: high tasks start first under a backlog.'),
 });
 
+/**
+ * POST /workflows in either of its forms, as one object (a tool's arguments must be an
+ * object schema): `steps`, or a built-in `template` with its `input`. The API checks the
+ * form it gets, and names what is wrong.
+ */
+const workflowArgs = workflowStepsBody
+  .extend({
+    steps: workflowStepsBody.shape.steps
+      .optional()
+      .describe('The steps: each an id, a task type, its input, and the ids of the steps it needs (it starts when they are all done, and sees their results).'),
+    template: workflowTemplateBody.shape.template.optional().describe('Instead of steps: a built-in workflow, e.g. `seed_report` (input `{"topic": "…"}`).'),
+    input: workflowTemplateBody.shape.input.unwrap().optional().describe('The input of the template.'),
+  })
+  .refine((a) => (a.steps === undefined) !== (a.template === undefined), { message: 'give either steps or template', path: ['steps'] });
+
 /** The arguments of each tool, by tool name. */
 export const AGENT_TOOL_ARGS = {
   submit_task: submitArgs,
@@ -47,6 +63,7 @@ export const AGENT_TOOL_ARGS = {
   get_task_results: z.strictObject({ task_ids: taskIds }),
   list_tasks: listQuery.strict(),
   cancel_task: oneTask,
+  submit_workflow: workflowArgs,
   get_quota: z.strictObject({}),
   get_statistics: z.strictObject({}),
 } as const;
@@ -66,6 +83,8 @@ export const AGENT_TOOL_DESCRIPTIONS: Record<AgentToolName, string> = {
     'The results of the given tasks that are done, by task id. Tasks not done (still running, failed or cancelled) are left out: see check_task.',
   list_tasks: 'One page of your tasks, newest first, optionally filtered by status, user_id or type. Pass next_cursor as cursor for the next page.',
   cancel_task: 'Cancel a queued or running task. A task that has already finished cannot be cancelled (the error says so).',
+  submit_workflow:
+    'Start a workflow: steps that run as tasks as soon as the steps they need are done (fan-out, fan-in), or a built-in template. Answers the workflow id and each step’s task id at once: wait for those with wait_for_tasks and read them with get_task_results.',
   get_quota: 'The quota of your tenant: units per window, spent, remaining (null when unlimited) and when the window resets.',
   get_statistics: 'How busy the queue is: your tasks counted by status and type, the backlog per priority, the live workers.',
 };

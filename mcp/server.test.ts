@@ -207,6 +207,50 @@ describe('createMcpServer (in memory)', () => {
   });
 });
 
+describe('submit_workflow', () => {
+  it('starts seed 001’s report template and a workflow of steps; the agent waits for the steps and reads them', async () => {
+    const s = await stack();
+    const client = await inMemoryClient(s, await s.keyFor('acme'));
+    const tool = (await client.listTools()).tools.find((t) => t.name === 'submit_workflow');
+    expect(tool?.inputSchema).toMatchObject({ type: 'object', properties: { steps: { type: 'array' }, template: { type: 'string' } } });
+
+    const report = jsonOf(await call(client, 'submit_workflow', { template: 'seed_report', input: { topic: 'solid-state batteries' } }));
+    expect(report).toMatchObject({ status: 'running', workflow_id: expect.any(String) as unknown });
+    const steps = report.steps as Record<string, string>;
+    expect(Object.keys(steps).sort()).toEqual(['financial', 'market', 'research', 'risk', 'writer']);
+    const ids = Object.values(steps);
+    expect(jsonOf(await call(client, 'wait_for_tasks', { task_ids: ids, max_wait_seconds: 30 }))).toEqual(Object.fromEntries(ids.map((id) => [id, 'done'])));
+    const results = jsonOf(await call(client, 'get_task_results', { task_ids: ids }));
+    expect(Object.keys(results).sort()).toEqual([...ids].sort());
+    expect(JSON.stringify(results[steps.writer ?? ''])).toContain('solid-state batteries');
+
+    const two = jsonOf(
+      await call(client, 'submit_workflow', {
+        name: 'two steps',
+        steps: [
+          { id: 'first', type: 'agent', input: { content: 'first part' } },
+          { id: 'second', type: 'agent', input: { content: 'second part' }, needs: ['first'] },
+        ],
+      }),
+    );
+    const second = (two.steps as Record<string, string>).second ?? '';
+    await call(client, 'wait_for_tasks', { task_ids: [second] });
+    expect(jsonOf(await call(client, 'check_task', { task_id: second }))).toMatchObject({ status: 'done', workflow_id: two.workflow_id, step: 'second' });
+  });
+
+  it('answers a refused workflow as isError naming the field', async () => {
+    const s = await stack();
+    const client = await inMemoryClient(s, await s.keyFor('acme'));
+    const unknownNeed = await call(client, 'submit_workflow', { steps: [{ id: 'a', type: 'agent', input: { content: 'x' }, needs: ['nowhere'] }] });
+    expect(unknownNeed.isError).toBe(true);
+    expect(jsonOf(unknownNeed)).toMatchObject({ error: { status: 400, code: 'validation_failed', message: expect.stringContaining('nowhere') as unknown } });
+    const neither = await call(client, 'submit_workflow', { name: 'nothing' });
+    expect(neither.isError).toBe(true);
+    const first = neither.content[0];
+    expect(first?.type === 'text' ? first.text : '').toMatch(/give either steps or template[^]*steps/);
+  });
+});
+
 describe('POST /mcp (streamable HTTP)', () => {
   it('runs the agent loop as the caller’s key, and its tasks are that tenant’s', async () => {
     const s = await stack();
