@@ -94,7 +94,8 @@ export const analystTaskType = defineTaskType({
       input.simulate_ms ?? 0,
       facts.map((f) => [`${input.role}: weighed ${f.id}`, () => `${f.claim}: ${Math.round(f.weight * unit(subject, input.role) * 100)}`]),
     );
-    const score = Math.round(facts.reduce((n, f) => n + f.weight * unit(subject, `${input.role}/${f.id}`), 0) * 100) / 100;
+    // The mean over the facts, each weighed by the research and by this analyst's own view: in [0, 1).
+    const score = Math.round((facts.reduce((n, f) => n + (f.weight + unit(subject, `${input.role}/${f.id}`)) / 2, 0) / facts.length) * 100) / 100;
     const view = score > 0.6 ? 'positive' : score < 0.3 ? 'negative' : 'neutral';
     return { role: input.role, score, view, notes };
   },
