@@ -1,7 +1,7 @@
 /**
  * The MCP server for agents over stdio (`npm run mcp`): an MCP client (Claude Desktop, an
  * agent framework) starts it as a child process and speaks JSON-RPC on its stdin and stdout.
- * Its tools call the API at API_URL with API_KEY, through the typed client. stdout is the
+ * Its tools call the API at ATQ_API_URL with ATQ_API_KEY, through the typed client. stdout is the
  * protocol, so logs go to stderr only (as every process's do).
  */
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';

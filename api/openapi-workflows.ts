@@ -4,7 +4,7 @@
  * zod schemas the routes parse with.
  */
 import type { z } from 'zod';
-import { workflowStepsBody, workflowTemplateBody } from '../common/workflows.ts';
+import { workflowStepsBody, workflowTemplateBody } from '../common/workflow-schemas.ts';
 import { TASK_ID_PATTERN } from './openapi-schemas.ts';
 import { redriveBody } from './workflows.ts';
 

@@ -18,7 +18,7 @@ import type {
   WorkflowAcceptedView,
   WorkflowView,
 } from '../common/views.ts';
-import type { workflowStepsBody, workflowTemplateBody } from '../common/workflows.ts';
+import type { workflowStepsBody, workflowTemplateBody } from '../common/workflow-schemas.ts';
 import { traceHeaders } from '../common/tracing.ts';
 import { parseSse, type SseMessage } from './sse.ts';
 import type { z } from 'zod';

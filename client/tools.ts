@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { taskIdSchema } from '../api/openapi-schemas.ts';
 import { generalBody, listQuery } from '../api/schemas.ts';
-import { workflowStepsBody, workflowTemplateBody } from '../common/workflows.ts';
+import { workflowStepsBody, workflowTemplateBody } from '../common/workflow-schemas.ts';
 
 /** Tasks one call may name: the waits run side by side, one event stream each. */
 export const MAX_TOOL_TASKS = 100;

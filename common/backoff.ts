@@ -44,3 +44,24 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', done, { once: true });
   });
 }
+
+/**
+ * Waits `ms`, or rejects with the signal's reason (an Error) as soon as it aborts: what a
+ * handler's simulated work uses, so a cancel or timeout ends it at once. Leaves no listener behind.
+ */
+export function delay(ms: number, signal: AbortSignal): Promise<void> {
+  const reason = () => (signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+  if (signal.aborted) return Promise.reject(reason());
+  if (ms <= 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(reason());
+    };
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -67,11 +67,11 @@ const envSchema = z.object({
   SSE_KEEPALIVE_MS: int(15_000, 1000, 300_000),
 
   // The MCP server (npm run mcp): the API its tools call, and the key they call it with.
-  API_URL: z
+  ATQ_API_URL: z
     .url()
     .regex(/^https?:\/\//, 'an http:// or https:// URL')
     .optional(),
-  API_KEY: z.string().trim().regex(/^\S+$/, 'the bare key (atq_…), without "Bearer " or spaces').optional(),
+  ATQ_API_KEY: z.string().trim().regex(/^\S+$/, 'the bare key (atq_…), without "Bearer " or spaces').optional(),
 
   WORKER_CONCURRENCY: int(4, 1, 1000),
   WORKER_ID: z
@@ -278,6 +278,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     metricsPort: e.METRICS_PORT,
     heartbeatMs: e.WORKER_HEARTBEAT_MS,
-    mcp: { apiUrl: e.API_URL ?? `http://127.0.0.1:${e.API_PORT}`, apiKey: e.API_KEY },
+    mcp: { apiUrl: e.ATQ_API_URL ?? `http://127.0.0.1:${e.API_PORT}`, apiKey: e.ATQ_API_KEY },
   };
 }

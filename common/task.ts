@@ -9,8 +9,6 @@ export const TASK_STATUSES = ['scheduled', 'waiting', 'queued', 'running', 'done
 export type TaskStatus = (typeof TASK_STATUSES)[number];
 export const TERMINAL_STATUSES: ReadonlySet<TaskStatus> = new Set(['done', 'failed', 'cancelled']);
 export const isTerminal = (s: TaskStatus): boolean => TERMINAL_STATUSES.has(s);
-/** Not started yet: a cancel gives its quota units back, and nobody runs it. */
-export const PENDING_STATUSES: ReadonlySet<TaskStatus> = new Set(['scheduled', 'waiting', 'queued']);
 /** A task that can be rerun (POST /tasks/:id/retry). */
 export const RERUNNABLE_STATUSES: ReadonlySet<TaskStatus> = new Set(['failed', 'cancelled']);
 

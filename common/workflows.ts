@@ -6,52 +6,18 @@
  * POST /workflows and a handler's ctx.spawn both start workflows through startWorkflow.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { Broker } from './broker/port.ts';
 import { TooManyRequestsError, UnavailableError, ValidationError, errorMessage, withTimeout } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { requestOutgoing, requestTopicFor } from './messages.ts';
 import { costOf, type TaskRegistry } from './registry.ts';
 import type { NewStep, NewWorkflow, TaskStore } from './store/port.ts';
-import { PRIORITIES, type NewTask, type Priority } from './task.ts';
+import type { NewTask, Priority } from './task.ts';
+import { workflowStepsBody, workflowTemplateBody } from './workflow-schemas.ts';
+
+export { MAX_STEPS, workflowStepSchema, workflowStepsBody, workflowTemplateBody, type WorkflowStepSpec } from './workflow-schemas.ts';
 import { traceHeaders } from './tracing.ts';
-
-/** Steps one workflow may have. */
-export const MAX_STEPS = 100;
-
-const STEP_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/i;
-const stepId = z.string({ error: 'must be a string' }).regex(STEP_ID, 'letters, digits, "_" and "-", at most 63');
-const typeName = z.string({ error: 'must be a string' }).regex(/^[a-z][a-z0-9_.-]{0,63}$/, 'must be a task type name');
-const label = z
-  .string()
-  .min(1, 'must not be empty')
-  .max(256, 'at most 256 characters')
-  .regex(/^\P{Cc}*$/u, 'must not contain control characters');
-
-export const workflowStepSchema = z.strictObject({
-  id: stepId,
-  type: typeName,
-  input: z.unknown().refine((v) => v !== undefined, 'is required'),
-  needs: z.array(stepId).max(MAX_STEPS).default([]),
-  priority: z.enum(PRIORITIES).default('normal'),
-  max_attempts: z.number({ error: 'must be a whole number' }).int().min(1).max(100).optional(),
-});
-export type WorkflowStepSpec = z.input<typeof workflowStepSchema>;
-
-/** POST /workflows with its steps. */
-export const workflowStepsBody = z.strictObject({
-  name: label.optional(),
-  user_id: label.optional(),
-  steps: z.array(workflowStepSchema).min(1, 'at least one step').max(MAX_STEPS, `at most ${MAX_STEPS} steps`),
-});
-
-/** POST /workflows from a built-in template (the registry's, e.g. `seed_report`). */
-export const workflowTemplateBody = z.strictObject({
-  template: z.string({ error: 'must be a string' }).regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be a template name'),
-  input: z.unknown().default({}),
-  name: label.optional(),
-  user_id: label.optional(),
-});
 
 /** A workflow request, checked: its steps in an order where each comes after its needs. */
 export interface WorkflowSpec {

@@ -4,6 +4,7 @@
  * multi-agent report). `simulate_ms` stretches each step to show how long jobs behave.
  */
 import { z } from 'zod';
+import { delay } from '../common/backoff.ts';
 import { nonRetryable } from '../common/errors.ts';
 import { defineTaskType, type HandlerContext } from '../common/registry.ts';
 
@@ -30,23 +31,6 @@ const POSITIVE = ['好', '喜欢', '降价', '优惠', '满意', '推荐', '棒'
 const NEGATIVE = ['差', '贵', '涨价', '失望', '坏', '投诉', 'bad', 'poor', 'hate', 'expensive', 'broken', 'slow', 'angry', 'refund'];
 const STOP = new Set(['the', 'a', 'an', 'and', 'or', 'of', 'to', 'in', 'is', 'it', '了', '的', '是', '在', '和', '我', '也', '就']);
 
-function wait(ms: number, signal: AbortSignal): Promise<void> {
-  const reason = () => (signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-  if (signal.aborted) return Promise.reject(reason());
-  if (ms <= 0) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t);
-        reject(reason());
-      },
-      { once: true },
-    );
-  });
-}
-
 /** FNV-1a, hex: a stable digest of the content so results can be checked. */
 function fnv1a(s: string): string {
   let h = 0x811c9dc5;
@@ -66,20 +50,20 @@ export async function runAgent(ctx: HandlerContext, input: AgentInput): Promise<
   if (text.length === 0) throw nonRetryable('content is blank', 'invalid_input');
 
   await ctx.progress(10, 'segmenting text');
-  await wait(step, ctx.signal);
+  await delay(step, ctx.signal);
   // Intl.Segmenter splits Chinese into words as well as space-separated languages.
   const words = [...new Intl.Segmenter(undefined, { granularity: 'word' }).segment(text)].filter((s) => s.isWordLike).map((s) => s.segment.toLowerCase());
   const sentences = [...new Intl.Segmenter(undefined, { granularity: 'sentence' }).segment(text)].length;
 
   await ctx.progress(35, 'scoring sentiment');
-  await wait(step, ctx.signal);
+  await delay(step, ctx.signal);
   let score = 0;
   for (const w of POSITIVE) if (text.toLowerCase().includes(w)) score++;
   for (const w of NEGATIVE) if (text.toLowerCase().includes(w)) score--;
   const sentiment = score > 0 ? 'positive' : score < 0 ? 'negative' : 'neutral';
 
   await ctx.progress(60, 'extracting keywords');
-  await wait(step, ctx.signal);
+  await delay(step, ctx.signal);
   const counts = new Map<string, number>();
   for (const w of words) if (!STOP.has(w)) counts.set(w, (counts.get(w) ?? 0) + 1);
   const keywords = [...counts]
@@ -88,14 +72,14 @@ export async function runAgent(ctx: HandlerContext, input: AgentInput): Promise<
     .map(([word, count]) => ({ word, count }));
 
   await ctx.progress(85, 'writing summary');
-  await wait(step, ctx.signal);
+  await delay(step, ctx.signal);
   const head = text.length > 80 ? `${text.slice(0, 80)}…` : text;
   const summary = `${sentiment} message of ${words.length} words; key terms: ${keywords.map((k) => k.word).join(', ') || 'none'}. "${head}"`;
   // Stream the summary a few words at a time, as an LLM streams tokens.
   const pieces = summary.match(/\S+\s*/g) ?? [summary];
   for (let i = 0; i < pieces.length; i += 4) {
     await ctx.partial(pieces.slice(i, i + 4).join(''));
-    await wait(Math.floor(step / 8), ctx.signal);
+    await delay(Math.floor(step / 8), ctx.signal);
   }
   ctx.log('info', 'agent finished', { words: words.length, sentiment });
 

@@ -10,6 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { delay } from '../common/backoff.ts';
 import { defineTaskType, type HandlerContext, type WorkflowTemplate } from '../common/registry.ts';
 
 const simulate = z.number().int().min(0).max(600_000).optional();
@@ -17,22 +18,6 @@ const topic = z.string().min(1, 'must not be empty').max(500, 'at most 500 chara
 
 export const ANALYST_ROLES = ['market', 'financial', 'risk'] as const;
 type Role = (typeof ANALYST_ROLES)[number];
-
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-  if (ms <= 0) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t);
-        reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-      },
-      { once: true },
-    );
-  });
-}
 
 /** A number in [0, 1) from the topic and a salt: the same topic always gives the same report. */
 function unit(text: string, salt: string): number {
@@ -43,7 +28,7 @@ function unit(text: string, salt: string): number {
 async function staged<T>(ctx: HandlerContext, ms: number, steps: [string, () => T][]): Promise<T[]> {
   const out: T[] = [];
   for (const [i, [label, f]] of steps.entries()) {
-    await pause(ms, ctx.signal);
+    await delay(ms, ctx.signal);
     out.push(f());
     await ctx.progress(Math.round(((i + 1) / steps.length) * 100), label);
   }

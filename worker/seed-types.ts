@@ -16,6 +16,7 @@
  * cancellation) and `fail_times` (test hook: fail the first N attempts with a retryable error).
  */
 import { z } from 'zod';
+import { delay } from '../common/backoff.ts';
 import { defineTaskType, type HandlerContext } from '../common/registry.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -143,23 +144,6 @@ export const stockScreeningCost = (input: Pick<StockScreeningInput, 'limit'>): n
 // Shared helpers
 // ---------------------------------------------------------------------------------------------
 
-function wait(ms: number, signal: AbortSignal): Promise<void> {
-  const reason = () => (signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-  if (signal.aborted) return Promise.reject(reason());
-  if (ms <= 0) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(reason());
-    };
-    const t = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
 function failIfAsked(ctx: HandlerContext, failTimes: number | undefined): void {
   if (failTimes !== undefined && ctx.attempt <= failTimes) throw new Error(`simulated failure on attempt ${ctx.attempt} of ${failTimes}`);
 }
@@ -202,7 +186,7 @@ async function stream(ctx: HandlerContext, text: string, lines: number, stepMs: 
   const all = text.match(/[^\n]*\n|[^\n]+$/g) ?? [];
   for (let i = 0; i < all.length; i += lines) {
     await ctx.partial(all.slice(i, i + lines).join(''));
-    await wait(Math.floor(stepMs / 8), ctx.signal);
+    await delay(Math.floor(stepMs / 8), ctx.signal);
   }
 }
 
@@ -562,15 +546,15 @@ export async function runOptionsAnalysis(ctx: HandlerContext, input: OptionsAnal
   const a = new StrategyAnalyser(s);
 
   await ctx.progress(10, '[10%] Phase 1: Parallel analysis (Greeks, IV, Market)...');
-  await wait(step, ctx.signal);
+  await delay(step, ctx.signal);
   const first = firstPhase(a);
 
   await ctx.progress(60, '[60%] Phase 2: Risk scenario analysis...');
-  await wait(step, ctx.signal);
+  await delay(step, ctx.signal);
   const scenarios = a.scenarios();
 
   await ctx.progress(80, '[80%] Phase 3: Synthesizing final report...');
-  await wait(step, ctx.signal);
+  await delay(step, ctx.signal);
   const result: OptionsAnalysisResult = {
     symbol: s.symbol,
     strategy: s.strategy ?? null,
@@ -725,33 +709,33 @@ export async function runMultiAgentReport(ctx: HandlerContext, input: MultiAgent
     // The three analysts run at once: the phase takes one step, not three.
     f = firstPhase(a);
     const analyst = async (write: (s: StrategySummary, f: Figures) => ReportSection) => {
-      await wait(step, ctx.signal);
+      await delay(step, ctx.signal);
       return write(s, f);
     };
     const first = await Promise.all([analyst(greeksSection), analyst(volatilitySection), analyst(marketSection)]);
     for (const x of first) await emit(x);
 
     await ctx.progress(60, '[60%] Phase 2: Risk scenario analysis...');
-    await wait(step, ctx.signal);
+    await delay(step, ctx.signal);
     scenarios = a.scenarios();
     const risk = StrategyAnalyser.riskLevel(f.payoff);
     await emit(riskSection(f, scenarios, risk));
 
     await ctx.progress(80, '[80%] Phase 3: Synthesizing final report...');
-    await wait(step, ctx.signal);
+    await delay(step, ctx.signal);
     summary = conclusion(s, f, risk);
     const headline = sections.filter((x) => x.agent !== 'volatility_analyst').map((x) => `${x.title}: ${x.findings[0]}`);
     await emit({ agent: 'synthesizer', title: 'Synthesis', findings: [summary, ...headline] });
     await ctx.progress(100, '[100%] Multi-agent report complete');
   } else {
     await ctx.progress(10, '[10%] Single-agent analysis (Greeks, IV, Market, Risk)...');
-    await wait(step, ctx.signal);
+    await delay(step, ctx.signal);
     f = firstPhase(a);
     scenarios = a.scenarios();
     const risk = StrategyAnalyser.riskLevel(f.payoff);
 
     await ctx.progress(80, '[80%] Writing report...');
-    await wait(step, ctx.signal);
+    await delay(step, ctx.signal);
     summary = conclusion(s, f, risk);
     const findings = [summary, greeksSection(s, f).findings[0]!, volatilitySection(s, f).findings[0]!, riskSection(f, scenarios, risk).findings[0]!];
     await emit({ agent: 'strategy_analyst', title: 'Strategy report', findings });
@@ -860,11 +844,11 @@ export async function runStockScreening(ctx: HandlerContext, input: StockScreeni
   const sector = input.sector.normalize('NFC').trim();
 
   await ctx.progress(10, `[10%] Phase 1: Building the ${sector} universe...`);
-  await wait(step, ctx.signal);
+  await delay(step, ctx.signal);
   const universe = sectorUniverse(sector);
 
   await ctx.progress(40, '[40%] Phase 2: Scoring candidates (value, growth, momentum, stability)...');
-  await wait(step, ctx.signal);
+  await delay(step, ctx.signal);
   const value = percentiles(
     universe.map((x) => x.pe_ratio),
     false,
@@ -888,7 +872,7 @@ export async function runStockScreening(ctx: HandlerContext, input: StockScreeni
   });
 
   await ctx.progress(80, `[80%] Phase 3: Ranking and selecting the top ${input.limit}...`);
-  await wait(step, ctx.signal);
+  await delay(step, ctx.signal);
   const passing = scored.filter(
     (x) =>
       (input.min_market_cap_b === undefined || x.market_cap_b >= input.min_market_cap_b) &&

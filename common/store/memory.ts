@@ -3,17 +3,7 @@
  * Redis adapter (the store conformance suite runs against both); JavaScript's single thread
  * makes each method atomic.
  */
-import {
-  DEFAULT_TENANT,
-  PENDING_STATUSES,
-  RERUNNABLE_STATUSES,
-  isTerminal,
-  type HandlerEvent,
-  type NewTask,
-  type TaskError,
-  type TaskEvent,
-  type TaskRecord,
-} from '../task.ts';
+import { DEFAULT_TENANT, RERUNNABLE_STATUSES, isTerminal, type HandlerEvent, type NewTask, type TaskError, type TaskEvent, type TaskRecord } from '../task.ts';
 import { quotaUsageOf, windowStartOf } from './access.ts';
 import {
   LIST_SCAN_BUDGET,
@@ -233,7 +223,7 @@ export class MemoryTaskStore implements TaskStore {
 
   private addDead(rec: TaskRecord): void {
     let d = this.dead.get(rec.tenant);
-    if (!d) this.dead.set(rec.tenant, (d = new Map()));
+    if (!d) this.dead.set(rec.tenant, (d = new Map<string, number>()));
     d.set(rec.id, this.now());
   }
 

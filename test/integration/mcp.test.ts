@@ -1,6 +1,6 @@
 /**
  * The MCP server as users run it: `npx tsx run-mcp.ts` started by the SDK's stdio client, its
- * tools calling an API process (embedded, AUTH=keys) with the key in API_KEY; and the API's
+ * tools calling an API process (embedded, AUTH=keys) with the key in ATQ_API_KEY; and the API's
  * own POST /mcp over real HTTP with the SDK's streamable HTTP client.
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -47,7 +47,7 @@ describe('the MCP server against a running API', () => {
       command: 'npx',
       args: ['tsx', 'run-mcp.ts'],
       cwd: REPO_ROOT,
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', API_URL: api.url, API_KEY: key, LOG_FORMAT: 'json' },
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ATQ_API_URL: api.url, ATQ_API_KEY: key, LOG_FORMAT: 'json' },
       stderr: 'pipe',
     });
     transport.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk.toString('utf8')));
