@@ -119,7 +119,7 @@ describe('metrics and statistics on kafka', () => {
     // Statistics.
     const stats = (await (await call('GET', '/stats')).json()) as StatsView;
     expect(stats.tasks).toEqual({
-      by_status: { queued: 0, running: 0, done: 3, failed: 1, cancelled: 0 },
+      by_status: { scheduled: 0, waiting: 0, queued: 0, running: 0, done: 3, failed: 1, cancelled: 0 },
       by_type: { agent: 4 },
       scanned: 4,
       truncated: false,
