@@ -252,6 +252,44 @@ export class MemoryTaskStore implements TaskStore {
     return { allowed: true, limit, remaining: limit - r.used, resetMs: r.resetAt - now };
   }
 
+  /** The tenant's submit rate (its own limit, else the admission's): one submit counted, or refused. */
+  private submitRate(tenant: string, adm: Admission | undefined): { limited: RateState } | { rate?: RateState } {
+    const perSecond = this.limits.get(tenant)?.submitsPerSecond ?? adm?.submitsPerSecond ?? 0;
+    if (perSecond <= 0) return {};
+    const { allowed, ...state } = this.count(`submits:${tenant}`, perSecond);
+    return allowed ? { rate: state } : { limited: state };
+  }
+
+  /** Spends the admission's cost (or its downgrade's) from the tenant's quota window, or answers why not: the Lua `admit` of the Redis store. */
+  private spendQuota(
+    tenant: string,
+    adm: Admission | undefined,
+  ): { exceeded: Extract<CreateResult, { outcome: 'quota_exceeded' }> } | { cost: number; quotaWindow: number | null; downgraded: boolean } {
+    const own = this.limits.get(tenant) ?? {};
+    const units = own.quotaUnits ?? adm?.quotaUnits ?? 0;
+    if (!adm || units <= 0) return { cost: 0, quotaWindow: null, downgraded: false };
+    const now = this.now();
+    const windowSeconds = own.quotaWindowSeconds ?? adm.quotaWindowSeconds;
+    const start = windowStartOf(now, windowSeconds * 1000);
+    const q = this.quotas.get(tenant);
+    const spent = q && q.start === start ? q.spent : 0;
+    let cost = adm.cost;
+    let downgraded = false;
+    if (spent + cost > units) {
+      if (!adm.downgrade || spent + adm.downgrade.cost > units) {
+        const resetsAt = start + windowSeconds * 1000;
+        return {
+          exceeded: { outcome: 'quota_exceeded', retryAfterMs: resetsAt - now, usage: { tenant, units, windowSeconds, spent, windowStart: start, resetsAt } },
+        };
+      }
+      cost = adm.downgrade.cost;
+      downgraded = true;
+    }
+    if (cost <= 0) return { cost: 0, quotaWindow: null, downgraded };
+    this.quotas.set(tenant, { start, spent: spent + cost });
+    return { cost, quotaWindow: start, downgraded };
+  }
+
   create(task: NewTask, publishDueAt: number, opts: CreateOptions = {}): Promise<CreateResult> {
     this.assertOpen();
     if (this.tasks.size % 1024 === 0) this.sweepAll();
@@ -259,14 +297,9 @@ export class MemoryTaskStore implements TaskStore {
     const id = task.id.toLowerCase();
     const tenant = task.tenant ?? DEFAULT_TENANT;
     const now = this.now();
-    const own = this.limits.get(tenant) ?? {};
-    const perSecond = own.submitsPerSecond ?? adm?.submitsPerSecond ?? 0;
-    let rate: RateState | undefined;
-    if (perSecond > 0) {
-      const { allowed, ...state } = this.count(`submits:${tenant}`, perSecond);
-      if (!allowed) return Promise.resolve({ outcome: 'rate_limited', rate: state });
-      rate = state;
-    }
+    const limited = this.submitRate(tenant, adm);
+    if ('limited' in limited) return Promise.resolve({ outcome: 'rate_limited', rate: limited.limited });
+    const { rate } = limited;
     const withRate = <T extends object>(r: T): Promise<T & { rate?: RateState }> => Promise.resolve(rate ? { ...r, rate } : r);
     const idemKey = idem ? `${tenant}\n${idem.key}` : undefined;
     if (idem && idemKey) {
@@ -274,35 +307,10 @@ export class MemoryTaskStore implements TaskStore {
       if (bound && bound.expiresAt > now) return withRate({ outcome: 'replay' as const, taskId: bound.taskId, fingerprint: bound.fingerprint });
     }
     if (this.live(id)) return Promise.resolve({ outcome: 'exists' });
-    let cost = 0;
-    let quotaWindow: number | null = null;
-    let downgraded = false;
-    let input = task.input;
-    const units = own.quotaUnits ?? adm?.quotaUnits ?? 0;
-    if (adm && units > 0) {
-      const windowSeconds = own.quotaWindowSeconds ?? adm.quotaWindowSeconds;
-      const start = windowStartOf(now, windowSeconds * 1000);
-      const q = this.quotas.get(tenant);
-      const spent = q && q.start === start ? q.spent : 0;
-      cost = adm.cost;
-      if (spent + cost > units) {
-        if (adm.downgrade && spent + adm.downgrade.cost <= units) {
-          ({ cost, input } = adm.downgrade);
-          downgraded = true;
-        } else {
-          const resetsAt = start + windowSeconds * 1000;
-          return Promise.resolve({
-            outcome: 'quota_exceeded',
-            retryAfterMs: resetsAt - now,
-            usage: { tenant, units, windowSeconds, spent, windowStart: start, resetsAt },
-          });
-        }
-      }
-      if (cost > 0) {
-        this.quotas.set(tenant, { start, spent: spent + cost });
-        quotaWindow = start;
-      }
-    }
+    const spent = this.spendQuota(tenant, adm);
+    if ('exceeded' in spent) return Promise.resolve(spent.exceeded);
+    const { cost, quotaWindow, downgraded } = spent;
+    const input = downgraded && adm?.downgrade ? adm.downgrade.input : task.input;
     if (idem && idemKey) this.idempotency.set(idemKey, { taskId: id, fingerprint: idem.fingerprint, expiresAt: now + idem.ttlSeconds * 1000 });
     const runAt = task.runAt ?? null;
     this.tasks.set(id, {
@@ -712,39 +720,16 @@ export class MemoryTaskStore implements TaskStore {
     this.assertOpen();
     const id = wf.id.toLowerCase();
     if (this.workflows.has(id)) return Promise.resolve({ outcome: 'exists' });
-    const adm = opts.admission;
     const tenant = wf.tenant;
     const now = this.now();
-    const own = this.limits.get(tenant) ?? {};
-    const perSecond = own.submitsPerSecond ?? adm?.submitsPerSecond ?? 0;
-    let rate: RateState | undefined;
-    if (perSecond > 0) {
-      const { allowed, ...state } = this.count(`submits:${tenant}`, perSecond);
-      if (!allowed) return Promise.resolve({ outcome: 'rate_limited', rate: state });
-      rate = state;
-    }
-    let cost = 0;
-    let quotaWindow: number | null = null;
-    const units = own.quotaUnits ?? adm?.quotaUnits ?? 0;
-    if (adm && units > 0) {
-      const windowSeconds = own.quotaWindowSeconds ?? adm.quotaWindowSeconds;
-      const start = windowStartOf(now, windowSeconds * 1000);
-      const q = this.quotas.get(tenant);
-      const spent = q && q.start === start ? q.spent : 0;
-      if (spent + adm.cost > units) {
-        const resetsAt = start + windowSeconds * 1000;
-        return Promise.resolve({
-          outcome: 'quota_exceeded',
-          retryAfterMs: resetsAt - now,
-          usage: { tenant, units, windowSeconds, spent, windowStart: start, resetsAt },
-        });
-      }
-      if (adm.cost > 0) {
-        this.quotas.set(tenant, { start, spent: spent + adm.cost });
-        quotaWindow = start;
-        cost = adm.cost;
-      }
-    }
+    // As create's, with no downgrade: the sum of the steps' costs, or nothing.
+    const adm = opts.admission ? { ...opts.admission, downgrade: undefined } : undefined;
+    const limited = this.submitRate(tenant, adm);
+    if ('limited' in limited) return Promise.resolve({ outcome: 'rate_limited', rate: limited.limited });
+    const { rate } = limited;
+    const spent = this.spendQuota(tenant, adm);
+    if ('exceeded' in spent) return Promise.resolve(spent.exceeded);
+    const { cost, quotaWindow } = spent;
     const taskOf = new Map(wf.steps.map((s) => [s.step, s.task.id.toLowerCase()]));
     this.workflows.set(id, {
       rec: {

@@ -558,42 +558,56 @@ export class RedisTaskStore implements TaskStore {
   async list(q: ListQuery): Promise<ListPage> {
     const tenant = q.tenant ?? DEFAULT_TENANT;
     const indexKey = q.userId !== undefined ? this.keys.userIndex(tenant, q.userId) : this.keys.index(tenant);
+    return this.scanNewest('list', indexKey, q.limit, q.after, (rec) => {
+      // Expired before the sweeper got to it.
+      if (!rec) return 'gone';
+      const match =
+        rec.tenant === tenant &&
+        (!q.status || rec.status === q.status) &&
+        (!q.type || rec.type === q.type) &&
+        (q.userId === undefined || rec.userId === q.userId);
+      return match ? 'keep' : 'skip';
+    });
+  }
+
+  /**
+   * Pages through a sorted set of task ids, highest score first, after `after`: up to `limit`
+   * records `judge` keeps, looking at LIST_SCAN_BUDGET entries at most. Entries it calls
+   * `gone` leave the set.
+   */
+  private async scanNewest(
+    op: string,
+    key: string,
+    limit: number,
+    after: ListCursor | undefined,
+    judge: (rec: TaskRecord | null) => 'keep' | 'skip' | 'gone',
+  ): Promise<ListPage> {
     const tasks: TaskRecord[] = [];
     const page = 200;
-    const top = q.after ? String(q.after.createdAt) : '+inf';
+    const top = after ? String(after.createdAt) : '+inf';
     let offset = 0;
     let scanned = 0;
-    let last: { createdAt: number; id: string } | null = null;
+    let last: ListCursor | null = null;
     for (;;) {
-      const entries = await this.call('list', () =>
-        this.client.zRangeWithScores(indexKey, top, '-inf', { BY: 'SCORE', REV: true, LIMIT: { offset, count: page } }),
-      );
+      const entries = await this.call(op, () => this.client.zRangeWithScores(key, top, '-inf', { BY: 'SCORE', REV: true, LIMIT: { offset, count: page } }));
       offset += entries.length;
       // Members of one score come newest-id-first (REV): skip what the cursor already passed.
-      const fresh = entries.filter((e) => !q.after || e.score < q.after.createdAt || e.value < q.after.id);
+      const fresh = entries.filter((e) => !after || e.score < after.createdAt || e.value < after.id);
       const recs = await Promise.all(fresh.map((e) => this.get(e.value)));
       const gone: string[] = [];
       for (const [i, e] of fresh.entries()) {
         scanned++;
         last = { createdAt: e.score, id: e.value };
-        const rec = recs[i];
-        if (!rec) {
-          gone.push(e.value);
-          continue;
-        }
-        if (
-          rec.tenant !== tenant ||
-          (q.status && rec.status !== q.status) ||
-          (q.type && rec.type !== q.type) ||
-          (q.userId !== undefined && rec.userId !== q.userId)
-        )
-          continue;
+        const rec = recs[i] ?? null;
+        const verdict = judge(rec);
+        if (verdict === 'gone') gone.push(e.value);
+        if (verdict !== 'keep' || !rec) continue;
         tasks.push(rec);
-        if (tasks.length === q.limit) return { tasks, next: last };
+        if (tasks.length === limit) return { tasks, next: last };
       }
-      // Expired before the sweeper got to them. They were before `offset`: step it back.
+      // They were before `offset`: step it back.
       if (gone.length > 0) {
-        await this.call('list', () => this.client.zRem(indexKey, gone));
+        await this.call(op, () => this.client.zRem(key, gone));
         offset -= gone.length;
       }
       if (entries.length < page) return { tasks, next: null };
@@ -919,41 +933,12 @@ export class RedisTaskStore implements TaskStore {
     return code === 'rerun' ? { outcome: 'rerun', task } : { outcome: 'conflict', task };
   }
 
-  async deadLetters(q: DeadLetterQuery): Promise<ListPage> {
-    const key = this.keys.dead(q.tenant);
-    const top = q.after ? String(q.after.createdAt) : '+inf';
-    const tasks: TaskRecord[] = [];
-    let offset = 0;
-    let scanned = 0;
-    const page = 200;
-    for (;;) {
-      const entries = await this.call('deadLetters', () =>
-        this.client.zRangeWithScores(key, top, '-inf', { BY: 'SCORE', REV: true, LIMIT: { offset, count: page } }),
-      );
-      offset += entries.length;
-      const fresh = entries.filter((e) => !q.after || e.score < q.after.createdAt || e.value < q.after.id);
-      const recs = await Promise.all(fresh.map((e) => this.get(e.value)));
-      const gone: string[] = [];
-      for (const [i, e] of fresh.entries()) {
-        scanned++;
-        const rec = recs[i];
-        // Expired, or rerun since: no longer a dead letter.
-        if (!rec || rec.status !== 'failed') {
-          gone.push(e.value);
-          continue;
-        }
-        if ((q.type && rec.type !== q.type) || (q.code && rec.error?.code !== q.code)) continue;
-        tasks.push(rec);
-        if (tasks.length === q.limit) return { tasks, next: { createdAt: e.score, id: e.value } };
-      }
-      if (gone.length > 0) {
-        await this.call('deadLetters', () => this.client.zRem(key, gone));
-        offset -= gone.length;
-      }
-      const lastEntry = fresh.at(-1);
-      if (entries.length < page) return { tasks, next: null };
-      if (scanned >= LIST_SCAN_BUDGET) return { tasks, next: lastEntry ? { createdAt: lastEntry.score, id: lastEntry.value } : null };
-    }
+  deadLetters(q: DeadLetterQuery): Promise<ListPage> {
+    return this.scanNewest('deadLetters', this.keys.dead(q.tenant), q.limit, q.after, (rec) => {
+      // Expired, or rerun since: no longer a dead letter.
+      if (!rec || rec.status !== 'failed') return 'gone';
+      return (q.type && rec.type !== q.type) || (q.code && rec.error?.code !== q.code) ? 'skip' : 'keep';
+    });
   }
 
   async ping(): Promise<void> {
