@@ -5,15 +5,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { parseSse, type SseMessage } from '../client/sse.ts';
-import { MemoryBroker } from '../common/broker/memory.ts';
-import { silentLogger } from '../common/logger.ts';
 import { defineTaskType, TaskRegistry } from '../common/registry.ts';
-import { MemoryTaskStore } from '../common/store/memory.ts';
 import type { ResultMessage } from '../common/task.ts';
+import { embeddedStack } from '../test/support/embedded.ts';
 import { waitFor } from '../test/support/wait.ts';
 import { agentTaskType } from '../worker/agent-logic.ts';
-import { Worker } from '../worker/worker.ts';
-import { createApp } from './app.ts';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -45,51 +41,16 @@ const marks = defineTaskType({
 });
 
 async function stack(opts: { concurrency?: number; start?: boolean } = {}) {
-  const store = new MemoryTaskStore();
-  const broker = new MemoryBroker();
-  const registry = new TaskRegistry().register(agentTaskType).register(hangs).register(marks);
+  const { store, broker, worker, app } = await embeddedStack(cleanups, {
+    registry: new TaskRegistry().register(agentTaskType).register(hangs).register(marks),
+    ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
+    startWorker: opts.start !== false,
+    app: { keepAliveMs: 100 },
+  });
   const results: ResultMessage[] = [];
   await broker.subscribe('res', 'downstream', (d) => {
     results.push(JSON.parse(d.body) as ResultMessage);
     return Promise.resolve();
-  });
-  const worker = new Worker({
-    broker,
-    store,
-    registry,
-    logger: silentLogger,
-    options: {
-      id: 'w1',
-      requestTopic: 'req',
-      resultTopic: 'res',
-      group: 'g',
-      concurrency: opts.concurrency ?? 4,
-      leaseMs: 5000,
-      shutdownGraceMs: 1000,
-      retryBaseMs: 20,
-      retryMaxMs: 50,
-      taskTimeoutMs: 10_000,
-    },
-  });
-  if (opts.start !== false) await worker.start();
-  cleanups.push(
-    () => broker.close({ graceMs: 0 }),
-    () => worker.shutdown(),
-  );
-  const app = createApp({
-    store,
-    broker,
-    registry,
-    logger: silentLogger,
-    options: {
-      requestTopic: 'req',
-      resultTopic: 'res',
-      bodyLimit: 1 << 20,
-      requestTimeoutMs: 1000,
-      relayAfterMs: 5000,
-      maxAttempts: 3,
-      keepAliveMs: 100,
-    },
   });
   const post = async (body: unknown, path = '/tasks') => {
     const res = await app.request(`http://localhost${path}`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });

@@ -5,17 +5,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { parseSse, type SseMessage } from '../client/sse.ts';
-import { MemoryBroker } from '../common/broker/memory.ts';
 import { NonRetryableError } from '../common/errors.ts';
-import { silentLogger } from '../common/logger.ts';
 import { defineTaskType } from '../common/registry.ts';
-import { startRelay } from '../common/relay.ts';
-import { MemoryTaskStore } from '../common/store/memory.ts';
 import type { WorkflowView } from '../common/views.ts';
+import { embeddedStack } from '../test/support/embedded.ts';
 import { waitFor } from '../test/support/wait.ts';
 import { defaultRegistry } from '../worker/task-types.ts';
-import { Worker } from '../worker/worker.ts';
-import { createApp } from './app.ts';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -32,40 +27,11 @@ const flaky = defineTaskType({
 });
 
 async function stack() {
-  const store = new MemoryTaskStore({ readyPublishDelayMs: 200 });
-  const broker = new MemoryBroker();
-  const registry = defaultRegistry().register(flaky);
-  const worker = new Worker({
-    broker,
-    store,
-    registry,
-    logger: silentLogger,
-    options: {
-      id: 'w1',
-      requestTopic: 'req',
-      resultTopic: 'res',
-      group: 'g',
-      concurrency: 4,
-      leaseMs: 5000,
-      shutdownGraceMs: 1000,
-      retryBaseMs: 20,
-      retryMaxMs: 50,
-      taskTimeoutMs: 10_000,
-    },
-  });
-  await worker.start();
-  const relay = startRelay({ store, broker, topic: 'req', logger: silentLogger, intervalMs: 50 });
-  cleanups.push(
-    () => broker.close({ graceMs: 0 }),
-    () => worker.shutdown(),
-    () => relay.stop(),
-  );
-  const app = createApp({
-    store,
-    broker,
-    registry,
-    logger: silentLogger,
-    options: { requestTopic: 'req', resultTopic: 'res', bodyLimit: 1 << 20, requestTimeoutMs: 1000, relayAfterMs: 5000, maxAttempts: 3, keepAliveMs: 100 },
+  const { store, app } = await embeddedStack(cleanups, {
+    registry: defaultRegistry().register(flaky),
+    store: { readyPublishDelayMs: 200 },
+    relay: true,
+    app: { keepAliveMs: 100 },
   });
   const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
     const res = await app.request(`http://localhost${path}`, {

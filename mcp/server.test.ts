@@ -8,15 +8,11 @@ import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontex
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createApp } from '../api/app.ts';
 import { TaskClient } from '../client/index.ts';
 import { newApiKey } from '../common/api-keys.ts';
-import { MemoryBroker } from '../common/broker/memory.ts';
-import { silentLogger } from '../common/logger.ts';
-import { MemoryTaskStore } from '../common/store/memory.ts';
 import type { Scope } from '../common/store/port.ts';
+import { embeddedStack } from '../test/support/embedded.ts';
 import { defaultRegistry } from '../worker/task-types.ts';
-import { Worker } from '../worker/worker.ts';
 import { createMcpServer } from './server.ts';
 
 const SEED_TOOLS = ['submit_task', 'check_task', 'wait_for_tasks', 'get_task_results', 'list_tasks', 'cancel_task'];
@@ -28,50 +24,7 @@ afterEach(async () => {
 });
 
 async function stack() {
-  const store = new MemoryTaskStore();
-  const broker = new MemoryBroker();
-  const registry = defaultRegistry();
-  const worker = new Worker({
-    broker,
-    store,
-    registry,
-    logger: silentLogger,
-    options: {
-      id: 'w1',
-      requestTopic: 'req',
-      resultTopic: 'res',
-      group: 'g',
-      concurrency: 4,
-      leaseMs: 5000,
-      shutdownGraceMs: 1000,
-      retryBaseMs: 20,
-      retryMaxMs: 50,
-      taskTimeoutMs: 10_000,
-    },
-  });
-  await worker.start();
-  const stopping = new AbortController();
-  cleanups.push(
-    () => broker.close({ graceMs: 0 }),
-    () => worker.shutdown(),
-    () => Promise.resolve(stopping.abort()),
-  );
-  const app = createApp({
-    store,
-    broker,
-    registry,
-    logger: silentLogger,
-    shutdownSignal: stopping.signal,
-    options: {
-      requestTopic: 'req',
-      resultTopic: 'res',
-      bodyLimit: 1 << 20,
-      requestTimeoutMs: 1000,
-      relayAfterMs: 5000,
-      maxAttempts: 3,
-      auth: { mode: 'keys', cacheMs: 0 },
-    },
-  });
+  const { store, app } = await embeddedStack(cleanups, { registry: defaultRegistry(), app: { auth: { mode: 'keys', cacheMs: 0 } } });
   const keyFor = async (tenant: string, scopes: Scope[] = ['tasks:write', 'tasks:read']) => {
     const { secret, hash, key } = newApiKey(tenant, scopes, null);
     await store.createKey(key, hash);
