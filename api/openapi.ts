@@ -8,6 +8,7 @@
  * that every route the app registers is in the document and the other way round, and that
  * real answers match the schemas declared for them.
  */
+import { PRODUCT_VERSION } from '../common/version.ts';
 import { WORKFLOW_REQUEST_SCHEMAS, workflowPaths } from './openapi-workflows.ts';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -212,15 +213,6 @@ const SCOPE_TEXT: Record<string, string> = {
   'tasks:read': 'read tasks, their events and the quota (the GET routes)',
   admin: 'manage API keys and tenants’ limits (/admin/*)',
 };
-
-const VERSION = ((): string => {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
-    return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
-})();
 
 /** The OpenAPI 3.1 document of an app with these task types and options. */
 export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOptions): Json {
@@ -620,7 +612,7 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
                       running: 1,
                       started_at: '2026-11-22T02:00:00.000Z',
                       seen_at: '2026-11-22T02:14:38.000Z',
-                      version: VERSION,
+                      version: PRODUCT_VERSION,
                     },
                   ],
                 },
@@ -938,7 +930,7 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
     openapi: '3.1.0',
     info: {
       title: 'Agent task queue',
-      version: VERSION,
+      version: PRODUCT_VERSION,
       description:
         'Long-running AI-agent jobs over HTTP: submit a job and get a task id at once; poll it, wait for it or stream its events. Mirrors seed 004’s `POST /tasks` and `GET /tasks/{id}`.\n\nEvery error has one shape: `{"error": {"code", "message", "issues"?, "task_id"?, "status"?, "dependency"?, "retry_after"?}}` (the `Error` schema).',
     },

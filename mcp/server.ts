@@ -4,20 +4,11 @@
  * API, through the typed client. Its transports are the caller's: stdio (run-mcp.ts) or
  * streamable HTTP on the API's /mcp (api/mcp.ts). The tools run as the client's API key.
  */
-import { readFileSync } from 'node:fs';
+import { PRODUCT_VERSION } from '../common/version.ts';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
 import { AGENT_TOOL_ARGS, AGENT_TOOL_DESCRIPTIONS, TaskApiError, agentTools, callAgentTool, type AgentToolName, type TaskClient } from '../client/index.ts';
-
-const VERSION = ((): string => {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
-    return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
-})();
 
 const INSTRUCTIONS = [
   'A queue for long-running jobs. Submit each independent job with submit_task (it answers a task id at once),',
@@ -62,7 +53,7 @@ function errorResult(err: unknown): CallToolResult {
 
 /** An MCP server whose tools call the task API through `client`. */
 export function createMcpServer({ client }: McpServerOptions): McpServer {
-  const server = new McpServer({ name: 'agent-task-queue', version: VERSION }, { instructions: INSTRUCTIONS });
+  const server = new McpServer({ name: 'agent-task-queue', version: PRODUCT_VERSION }, { instructions: INSTRUCTIONS });
   const tools = agentTools(client);
   for (const name of Object.keys(AGENT_TOOL_ARGS) as AgentToolName[]) {
     server.registerTool(

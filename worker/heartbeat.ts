@@ -3,20 +3,11 @@
  * `intervalMs`, with a time to live of two intervals, so a worker that dies leaves the list
  * within two heartbeats; removed on a graceful shutdown.
  */
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { TaskStore, WorkerInfo } from '../common/store/port.ts';
-
-/** The product version, from package.json. */
-export const PRODUCT_VERSION: string = (() => {
-  try {
-    return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-})();
+import { PRODUCT_VERSION } from '../common/version.ts';
 
 export interface Heartbeat {
   /** Stops beating and removes the entry. */

@@ -252,6 +252,41 @@ export class MemoryTaskStore implements TaskStore {
     return { allowed: true, limit, remaining: limit - r.used, resetMs: r.resetAt - now };
   }
 
+  /** A new task's entry: a record not started, with `over` for what create and createWorkflow set. */
+  private newEntry(task: NewTask, over: Partial<TaskRecord> & Pick<TaskRecord, 'status'>): Entry {
+    const rec: TaskRecord = {
+      ...task,
+      id: task.id.toLowerCase(),
+      tenant: task.tenant ?? DEFAULT_TENANT,
+      attempt: 0,
+      progress: 0,
+      message: null,
+      output: '',
+      result: null,
+      error: null,
+      worker: null,
+      leaseUntil: null,
+      retryAt: null,
+      resultPublished: false,
+      requestPublished: false,
+      cost: 0,
+      quotaWindow: null,
+      downgraded: false,
+      traceContext: { ...task.traceContext },
+      runAt: null,
+      workflowId: null,
+      step: null,
+      needs: [],
+      reruns: 0,
+      startedAt: null,
+      finishedAt: null,
+      updatedAt: this.now(),
+      ...over,
+    };
+    rec.input = structuredClone('input' in over ? over.input : task.input);
+    return { rec, pending: 0, dependents: [], expiresAt: null, events: [], lastMs: 0, lastSeq: 0 };
+  }
+
   /** The tenant's submit rate (its own limit, else the admission's): one submit counted, or refused. */
   private submitRate(tenant: string, adm: Admission | undefined): { limited: RateState } | { rate?: RateState } {
     const perSecond = this.limits.get(tenant)?.submitsPerSecond ?? adm?.submitsPerSecond ?? 0;
@@ -313,44 +348,7 @@ export class MemoryTaskStore implements TaskStore {
     const input = downgraded && adm?.downgrade ? adm.downgrade.input : task.input;
     if (idem && idemKey) this.idempotency.set(idemKey, { taskId: id, fingerprint: idem.fingerprint, expiresAt: now + idem.ttlSeconds * 1000 });
     const runAt = task.runAt ?? null;
-    this.tasks.set(id, {
-      pending: 0,
-      dependents: [],
-      rec: {
-        ...task,
-        id,
-        tenant,
-        input: structuredClone(input),
-        status: runAt === null ? 'queued' : 'scheduled',
-        attempt: 0,
-        progress: 0,
-        message: null,
-        output: '',
-        result: null,
-        error: null,
-        worker: null,
-        leaseUntil: null,
-        retryAt: runAt,
-        resultPublished: false,
-        requestPublished: false,
-        cost,
-        quotaWindow,
-        downgraded,
-        traceContext: { ...task.traceContext },
-        runAt,
-        workflowId: null,
-        step: null,
-        needs: [],
-        reruns: 0,
-        startedAt: null,
-        finishedAt: null,
-        updatedAt: now,
-      },
-      expiresAt: null,
-      events: [],
-      lastMs: 0,
-      lastSeq: 0,
-    });
+    this.tasks.set(id, this.newEntry(task, { input, status: runAt === null ? 'queued' : 'scheduled', retryAt: runAt, cost, quotaWindow, downgraded, runAt }));
     this.addEvent(id, 'status', runAt === null ? { status: 'queued', attempt: 0 } : { status: 'scheduled', attempt: 0, run_at: runAt });
     this.outbox.set(id, runAt ?? publishDueAt);
     return withRate({ outcome: 'created' as const, downgraded });
@@ -721,7 +719,6 @@ export class MemoryTaskStore implements TaskStore {
     const id = wf.id.toLowerCase();
     if (this.workflows.has(id)) return Promise.resolve({ outcome: 'exists' });
     const tenant = wf.tenant;
-    const now = this.now();
     // As create's, with no downgrade: the sum of the steps' costs, or nothing.
     const adm = opts.admission ? { ...opts.admission, downgrade: undefined } : undefined;
     const limited = this.submitRate(tenant, adm);
@@ -753,45 +750,18 @@ export class MemoryTaskStore implements TaskStore {
       const tid = s.task.id.toLowerCase();
       const needs = s.needs.map((n) => taskOf.get(n) ?? '');
       const waiting = needs.length > 0;
-      this.tasks.set(tid, {
-        pending: needs.length,
-        dependents: wf.steps.filter((o) => o.needs.includes(s.step)).map((o) => o.task.id.toLowerCase()),
-        rec: {
-          ...s.task,
-          id: tid,
-          tenant,
-          input: structuredClone(s.task.input),
-          status: waiting ? 'waiting' : 'queued',
-          attempt: 0,
-          progress: 0,
-          message: null,
-          output: '',
-          result: null,
-          error: null,
-          worker: null,
-          leaseUntil: null,
-          retryAt: null,
-          resultPublished: false,
-          requestPublished: false,
-          // The workflow's units are counted on its first step: a cancel before it starts gives them back.
-          cost: i === 0 ? cost : 0,
-          quotaWindow: i === 0 ? quotaWindow : null,
-          downgraded: false,
-          traceContext: { ...s.task.traceContext },
-          runAt: null,
-          workflowId: id,
-          step: s.step,
-          needs,
-          reruns: 0,
-          startedAt: null,
-          finishedAt: null,
-          updatedAt: now,
-        },
-        expiresAt: null,
-        events: [],
-        lastMs: 0,
-        lastSeq: 0,
+      const entry = this.newEntry(s.task, {
+        status: waiting ? 'waiting' : 'queued',
+        // The workflow's units are counted on its first step: a cancel before it starts gives them back.
+        cost: i === 0 ? cost : 0,
+        quotaWindow: i === 0 ? quotaWindow : null,
+        workflowId: id,
+        step: s.step,
+        needs,
       });
+      entry.pending = needs.length;
+      entry.dependents = wf.steps.filter((o) => o.needs.includes(s.step)).map((o) => o.task.id.toLowerCase());
+      this.tasks.set(tid, entry);
       this.addEvent(tid, 'status', { status: waiting ? 'waiting' : 'queued', attempt: 0 });
       if (!waiting) this.outbox.set(tid, publishDueAt);
     });
