@@ -12,6 +12,7 @@ import { isTenant } from '../common/task.ts';
 import { toQuotaView } from '../common/views.ts';
 import type { AppEnv, DefaultLimits, Principal } from './auth.ts';
 import { validationError } from './errors.ts';
+import { readJsonBody } from './request.ts';
 import { keyBody, limitsBody } from './schemas.ts';
 
 type Env = AppEnv;
@@ -26,9 +27,9 @@ export const ADMIN_METHODS: readonly [string, string][] = [
 
 export function mountAdmin(
   app: Hono<Env>,
-  deps: { store: TaskStore; logger: Logger; limits: DefaultLimits; caller: (c: Context<Env>, scope: 'admin') => Promise<Principal> },
+  deps: { store: TaskStore; logger: Logger; limits: DefaultLimits; bodyLimit: number; caller: (c: Context<Env>, scope: 'admin') => Promise<Principal> },
 ): void {
-  const { store, logger, limits, caller } = deps;
+  const { store, logger, limits, caller, bodyLimit } = deps;
 
   const keyView = (k: ApiKeyRecord) => ({ id: k.id, tenant: k.tenant, scopes: k.scopes, name: k.name, created_at: new Date(k.createdAt).toISOString() });
   const tenantParam = (c: Context<Env>): string => {
@@ -38,13 +39,7 @@ export function mountAdmin(
     return t;
   };
   const jsonBody = async <T>(c: Context<Env>, schema: z.ZodType<T>): Promise<T> => {
-    let body: unknown;
-    try {
-      body = await c.req.json();
-    } catch {
-      throw new ValidationError('body: must be a JSON object', [{ path: '', message: 'not valid JSON' }]);
-    }
-    const parsed = schema.safeParse(body);
+    const parsed = schema.safeParse(await readJsonBody(c, bodyLimit));
     if (!parsed.success) throw validationError(parsed.error);
     return parsed.data;
   };

@@ -276,7 +276,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     return c.json(toQuotaView(await store.quotaUsage(p.tenant, limits)));
   });
 
-  mountAdmin(app, { store, logger, limits, caller });
+  mountAdmin(app, { store, logger, limits, caller, bodyLimit: options.bodyLimit });
   mountWorkflows(app, {
     ...submitDeps,
     resultTopic: options.resultTopic,

@@ -116,6 +116,11 @@ describe('API keys', () => {
     expect((await call(admin.secret, 'PUT', '/admin/tenants/acme/limits', { quota_units: -1 })).status).toBe(400);
     expect((await call(admin.secret, 'PUT', '/admin/tenants/Not%20A%20Tenant/limits', {})).status).toBe(400);
     expect((await call(admin.secret, 'POST', '/admin/keys', { tenant: 'acme', scopes: ['root'] })).status).toBe(400);
+    // The admin bodies are read as strictly as a task's: another charset is a 415, a lone surrogate a 400.
+    const named = JSON.stringify({ tenant: 'acme', scopes: ['tasks:read'], name: 'café' });
+    expect((await call(admin.secret, 'POST', '/admin/keys', named, { 'content-type': 'application/json; charset=iso-8859-1' })).status).toBe(415);
+    expect((await call(admin.secret, 'POST', '/admin/keys', named.replace('café', '\\udc00'))).status).toBe(400);
+    expect((await call(admin.secret, 'PUT', '/admin/tenants/acme/limits', 'max_running=1', { 'content-type': 'text/plain' })).status).toBe(415);
     expect((await call(admin.secret, 'DELETE', `/admin/keys/${key.id}`)).status).toBe(200);
     expect((await call(admin.secret, 'DELETE', `/admin/keys/${key.id}`)).status).toBe(404);
     expect((await submit(key.key)).status).toBe(401);

@@ -43,7 +43,7 @@ function setup() {
     app.request(`http://localhost${path}`, {
       method,
       headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
-      ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+      ...(body !== undefined ? { body: typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body) } : {}),
     });
   const scheduler = (now: () => number) =>
     new Scheduler({
@@ -140,11 +140,19 @@ describe('POST /schedules', () => {
     }
     expect((await call(key, 'POST', '/schedules', '{"cron":')).status).toBe(400);
     expect((await call(key, 'POST', '/schedules', 'cron=x', { 'content-type': 'text/plain' })).status).toBe(415);
+    // Strict input, as on POST /tasks: invalid UTF-8 and lone surrogates are a 400, another charset a 415.
+    const json = JSON.stringify({ ...weekdays, task: { type: 'agent', input: { content: 'café' } } });
+    const bytes = new TextEncoder().encode(json);
+    const broken = new Uint8Array([...bytes.slice(0, bytes.indexOf(0xc3)), 0xff, ...bytes.slice(bytes.indexOf(0xc3) + 2)]);
+    expect((await call(key, 'POST', '/schedules', broken)).status).toBe(400);
+    expect((await call(key, 'POST', '/schedules', json, { 'content-type': 'application/json; charset=iso-8859-1' })).status).toBe(415);
+    expect((await call(key, 'POST', '/schedules', json.replace('café', '\\ud800'))).status).toBe(400);
     const big = await call(key, 'POST', '/schedules', { ...weekdays, task: { type: 'agent', input: { content: 'x'.repeat(BODY_LIMIT) } } });
     expect(big.status).toBe(413);
     expect((await issuesOf(big)).code).toBe('payload_too_large');
     expect((await call(key, 'GET', '/schedules')).status).toBe(200);
     expect(((await (await call(key, 'GET', '/schedules')).json()) as ScheduleListView).schedules).toEqual([]);
+    expect((await call(key, 'POST', '/schedules', json, { 'content-type': 'application/json; charset=UTF-8' })).status).toBe(201);
   });
 });
 

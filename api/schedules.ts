@@ -6,9 +6,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Context, Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { z } from 'zod';
-import { NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError, errorMessage } from '../common/errors.ts';
+import { NotFoundError, ValidationError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { TaskRegistry } from '../common/registry.ts';
 import { canonicalTimeZone, cronOf, MAX_CRON_LENGTH, slotAfter, slotsFrom } from '../common/schedules/cron.ts';
@@ -19,6 +18,7 @@ import { PRIORITIES } from '../common/task.ts';
 import { toTaskView } from '../common/views.ts';
 import type { AppEnv, Principal } from './auth.ts';
 import { validationError } from './errors.ts';
+import { readJsonBody } from './request.ts';
 
 type Env = AppEnv;
 
@@ -81,8 +81,6 @@ export const scheduleListQuery = z.object({
   cursor: z.string().max(200).optional(),
 });
 
-const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
-
 function encodeCursor(c: ScheduleCursor): string {
   return Buffer.from(`${c.createdAt}.${c.id}`).toString('base64url');
 }
@@ -138,74 +136,58 @@ export function mountSchedules(app: Hono<Env>, deps: ScheduleRouteDeps): void {
     return { ...toScheduleView(s), next_runs: nextRuns, last_task: task && task.tenant === s.tenant ? toTaskView(task) : null };
   };
 
-  app.post(
-    '/schedules',
-    bodyLimit({
-      maxSize: deps.bodyLimit,
-      onError: () => {
-        throw new PayloadTooLargeError(deps.bodyLimit);
-      },
-    }),
-    async (c) => {
-      const p = await caller(c, 'tasks:write');
-      const contentType = c.req.header('content-type');
-      if (!contentType || !JSON_TYPE.test(contentType)) throw new UnsupportedMediaTypeError(contentType);
-      let raw: unknown;
-      try {
-        raw = await c.req.json();
-      } catch (err) {
-        throw new ValidationError(`body: not valid JSON (${errorMessage(err).slice(0, 200)})`, [{ path: '', message: 'not valid JSON' }]);
-      }
-      const parsed = scheduleBody.safeParse(raw);
-      if (!parsed.success) throw validationError(parsed.error);
-      const b = parsed.data;
-      const timezone = canonicalTimeZone(b.timezone);
-      if (!timezone) {
-        throw new ValidationError(`timezone: unknown time zone ${JSON.stringify(b.timezone)}; use an IANA name such as Europe/Berlin or UTC`, [
-          { path: 'timezone', message: 'unknown time zone' },
-        ]);
-      }
-      let cron;
-      try {
-        cron = cronOf(b.cron, timezone);
-      } catch (err) {
-        throw new ValidationError(`cron: ${cronMessage(err)}`, [{ path: 'cron', message: cronMessage(err) }]);
-      }
-      const created = now();
-      const nextRunAt = slotAfter(cron, created);
-      if (nextRunAt === null) throw new ValidationError('cron: the expression never fires after now', [{ path: 'cron', message: 'never fires' }]);
-      const type = registry.get(b.task.type);
-      if (!type) {
-        throw new ValidationError(`task.type: unknown task type ${JSON.stringify(b.task.type)}; known: ${registry.names().join(', ')}`, [
-          { path: 'task.type', message: 'unknown task type' },
-        ]);
-      }
-      const input = type.input.safeParse(b.task.input);
-      if (!input.success) throw validationError(input.error, ['task', 'input']);
-      const s: ScheduleRecord = {
-        id: newScheduleId(),
-        tenant: p.tenant,
-        name: b.name ?? null,
-        cron: b.cron,
-        timezone,
-        task: { type: b.task.type, input: input.data, userId: b.task.user_id ?? null, priority: b.task.priority, maxAttempts: b.task.max_attempts ?? null },
-        catchUp: b.catch_up,
-        paused: b.paused,
-        createdAt: created,
-        updatedAt: created,
-        nextRunAt,
-        lastFiredAt: null,
-        lastTaskId: null,
-        fired: 0,
-        skipped: 0,
-        lastError: null,
-      };
-      await schedules.create(s);
-      logger.info('schedule created', { schedule_id: s.id, tenant: s.tenant, cron: s.cron, timezone, type: s.task.type, paused: s.paused });
-      c.header('Location', new URL(`/schedules/${s.id}`, c.req.url).toString());
-      return c.json(await detail(s), 201);
-    },
-  );
+  app.post('/schedules', async (c) => {
+    const p = await caller(c, 'tasks:write');
+    const raw = await readJsonBody(c, deps.bodyLimit);
+    const parsed = scheduleBody.safeParse(raw);
+    if (!parsed.success) throw validationError(parsed.error);
+    const b = parsed.data;
+    const timezone = canonicalTimeZone(b.timezone);
+    if (!timezone) {
+      throw new ValidationError(`timezone: unknown time zone ${JSON.stringify(b.timezone)}; use an IANA name such as Europe/Berlin or UTC`, [
+        { path: 'timezone', message: 'unknown time zone' },
+      ]);
+    }
+    let cron;
+    try {
+      cron = cronOf(b.cron, timezone);
+    } catch (err) {
+      throw new ValidationError(`cron: ${cronMessage(err)}`, [{ path: 'cron', message: cronMessage(err) }]);
+    }
+    const created = now();
+    const nextRunAt = slotAfter(cron, created);
+    if (nextRunAt === null) throw new ValidationError('cron: the expression never fires after now', [{ path: 'cron', message: 'never fires' }]);
+    const type = registry.get(b.task.type);
+    if (!type) {
+      throw new ValidationError(`task.type: unknown task type ${JSON.stringify(b.task.type)}; known: ${registry.names().join(', ')}`, [
+        { path: 'task.type', message: 'unknown task type' },
+      ]);
+    }
+    const input = type.input.safeParse(b.task.input);
+    if (!input.success) throw validationError(input.error, ['task', 'input']);
+    const s: ScheduleRecord = {
+      id: newScheduleId(),
+      tenant: p.tenant,
+      name: b.name ?? null,
+      cron: b.cron,
+      timezone,
+      task: { type: b.task.type, input: input.data, userId: b.task.user_id ?? null, priority: b.task.priority, maxAttempts: b.task.max_attempts ?? null },
+      catchUp: b.catch_up,
+      paused: b.paused,
+      createdAt: created,
+      updatedAt: created,
+      nextRunAt,
+      lastFiredAt: null,
+      lastTaskId: null,
+      fired: 0,
+      skipped: 0,
+      lastError: null,
+    };
+    await schedules.create(s);
+    logger.info('schedule created', { schedule_id: s.id, tenant: s.tenant, cron: s.cron, timezone, type: s.task.type, paused: s.paused });
+    c.header('Location', new URL(`/schedules/${s.id}`, c.req.url).toString());
+    return c.json(await detail(s), 201);
+  });
 
   app.get('/schedules', async (c) => {
     const p = await caller(c, 'tasks:read');
