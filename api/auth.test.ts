@@ -207,6 +207,29 @@ describe('quotas', () => {
     // The stock screening cost follows its limit: 2 + (limit * 2) // 10 → 2 for limit 3; 1 unit left is not enough.
     expect((await submit(k.secret, { type: 'stock_screening_workflow', input: { sector: 'Technology', limit: 3 } })).status).toBe(429);
   });
+  it('charges a rerun its cost again: POST /tasks/:id/retry and a redrive answer 429 quota_exceeded when it does not fit', async () => {
+    const { keyFor, submit, call, store } = setup({ limits: { quotaUnits: 5 } });
+    const k = await keyFor('acme');
+    const screening = { type: 'stock_screening_workflow', input: { sector: 'Technology', limit: 20 } }; // min(5, 2 + 40 // 10) = 5 units
+    const idOf = async (res: Response) => ((await res.json()) as { task_id: string }).task_id;
+    const a = await idOf(await submit(k.secret, screening));
+    await call(k.secret, 'DELETE', `/tasks/${a}`);
+    const b = await idOf(await submit(k.secret, screening));
+    const refused = await call(k.secret, 'POST', `/tasks/${a}/retry`);
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(((await refused.json()) as ErrorJson).error).toMatchObject({
+      code: 'quota_exceeded',
+      message: expect.stringMatching(/a rerun of this stock_screening_workflow task costs 5/),
+    });
+    expect(await store.get(a)).toMatchObject({ status: 'cancelled', reruns: 0 });
+    await call(k.secret, 'DELETE', `/tasks/${b}`);
+    expect((await call(k.secret, 'POST', `/tasks/${a}/retry`)).status).toBe(202);
+    expect(await (await call(k.secret, 'GET', '/quota')).json()).toMatchObject({ spent: 5, remaining: 0 });
+    // A redrive that runs out of units reruns none: 429, and the task stays as it was.
+    expect((await call(k.secret, 'POST', '/dead-letters/redrive', { task_ids: [b] })).status).toBe(429);
+    expect(await store.get(b)).toMatchObject({ status: 'cancelled', reruns: 0 });
+  });
 });
 
 describe('rate limits', () => {

@@ -6,10 +6,10 @@
 import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import type { Broker } from '../common/broker/port.ts';
-import { ConflictError, NotFoundError, ValidationError, errorMessage, withTimeout } from '../common/errors.ts';
+import { ConflictError, NotFoundError, TooManyRequestsError, ValidationError, errorMessage, quotaExceededError, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { requestOutgoing, requestTopicFor } from '../common/messages.ts';
-import type { TaskRegistry } from '../common/registry.ts';
+import { costOf, type TaskRegistry } from '../common/registry.ts';
 import { publishResult } from '../common/results.ts';
 import type { TaskStore, WorkflowRecord } from '../common/store/port.ts';
 import { isTaskId, type TaskRecord } from '../common/task.ts';
@@ -162,9 +162,16 @@ export function mountWorkflows(app: Hono<Env>, deps: WorkflowRouteDeps): void {
     );
   });
 
-  /** Reruns one task of the caller's tenant and publishes it; answers its record, or why not. */
-  const rerun = async (tenant: string, id: string): Promise<TaskRecord> => {
-    const r = await store.rerun(id, Date.now() + deps.relayAfterMs, tenant);
+  /**
+   * Reruns one task of the caller's tenant and publishes it; answers its record, or why not.
+   * The rerun spends the task's cost from the tenant's quota again (a 429 when it does not fit).
+   */
+  const rerun = async (tenant: string, task: TaskRecord): Promise<TaskRecord> => {
+    const id = task.id;
+    const type = registry.get(task.type);
+    const cost = type ? costOf(type, task.input) : 1;
+    const r = await store.rerun(id, Date.now() + deps.relayAfterMs, tenant, { ...deps.limits, cost });
+    if (r.outcome === 'quota_exceeded') throw quotaExceededError(tenant, r.usage, r.retryAfterMs, `a rerun of this ${task.type} task costs ${cost}`);
     if (r.outcome === 'missing') throw new NotFoundError(`no task ${id}`, id);
     if (r.outcome === 'conflict') {
       const why = r.task.workflowId
@@ -190,8 +197,7 @@ export function mountWorkflows(app: Hono<Env>, deps: WorkflowRouteDeps): void {
   app.post('/tasks/:id/retry', async (c) => {
     const p = await caller(c, 'tasks:write');
     const id = idParam(c, 'task');
-    await ownTask(p, id);
-    const task = await rerun(p.tenant, id);
+    const task = await rerun(p.tenant, await ownTask(p, id));
     return c.json(toTaskView(task), 202);
   });
 
@@ -237,11 +243,14 @@ export function mountWorkflows(app: Hono<Env>, deps: WorkflowRouteDeps): void {
     const redriven: string[] = [];
     for (const id of ids) {
       try {
-        await rerun(p.tenant, id);
+        await rerun(p.tenant, await ownTask(p, id));
         redriven.push(id);
       } catch (err) {
         // A task given by id that is not a dead letter (any more) is skipped, not an error of the whole redrive.
-        if (!(err instanceof NotFoundError || err instanceof ConflictError)) throw err;
+        if (err instanceof NotFoundError || err instanceof ConflictError) continue;
+        // Out of quota units: the rest stay dead letters, to redrive when the window resets (a 429 if none was).
+        if (err instanceof TooManyRequestsError && redriven.length > 0) break;
+        throw err;
       }
     }
     logger.info('dead letters redriven', { tenant: p.tenant, redriven: redriven.length, type: q.type, code: q.code });

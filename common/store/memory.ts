@@ -32,6 +32,7 @@ import {
   type CreateWorkflowResult,
   type DeadLetterQuery,
   type NewWorkflow,
+  type RerunCharge,
   type RerunResult,
   type WorkflowCancelResult,
   type WorkflowEvent,
@@ -298,7 +299,7 @@ export class MemoryTaskStore implements TaskStore {
   /** Spends the admission's cost (or its downgrade's) from the tenant's quota window, or answers why not: the Lua `admit` of the Redis store. */
   private spendQuota(
     tenant: string,
-    adm: Admission | undefined,
+    adm: Pick<Admission, 'quotaUnits' | 'quotaWindowSeconds' | 'cost' | 'downgrade'> | undefined,
   ): { exceeded: Extract<CreateResult, { outcome: 'quota_exceeded' }> } | { cost: number; quotaWindow: number | null; downgraded: boolean } {
     const own = this.limits.get(tenant) ?? {};
     const units = own.quotaUnits ?? adm?.quotaUnits ?? 0;
@@ -823,13 +824,17 @@ export class MemoryTaskStore implements TaskStore {
     return this.wfHub.watch(id.toLowerCase());
   }
 
-  rerun(id: string, publishDueAt: number, tenant?: string): Promise<RerunResult> {
+  rerun(id: string, publishDueAt: number, tenant?: string, charge?: RerunCharge): Promise<RerunResult> {
     this.assertOpen();
     const rec = this.live(id);
     if (!rec || (tenant !== undefined && rec.tenant !== tenant)) return Promise.resolve({ outcome: 'missing' });
     if (!RERUNNABLE_STATUSES.has(rec.status) || rec.workflowId) return Promise.resolve({ outcome: 'conflict', task: structuredClone(rec) });
+    const spent = this.spendQuota(rec.tenant, charge);
+    if ('exceeded' in spent) return Promise.resolve(spent.exceeded);
     const now = this.now();
     Object.assign(rec, {
+      cost: spent.cost,
+      quotaWindow: spent.quotaWindow,
       status: 'queued',
       attempt: 0,
       error: null,

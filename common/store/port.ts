@@ -202,7 +202,12 @@ export type RerunResult =
   | { outcome: 'rerun'; task: TaskRecord }
   | { outcome: 'missing' }
   /** Not failed or cancelled, or a workflow step (rerun its workflow's steps by redrive instead): nothing changed. */
-  | { outcome: 'conflict'; task: TaskRecord };
+  | { outcome: 'conflict'; task: TaskRecord }
+  /** The tenant's quota has not the task's cost left in this window: nothing changed. */
+  | { outcome: 'quota_exceeded'; retryAfterMs: number; usage: QuotaUsage };
+
+/** What a rerun spends from its tenant's quota: the task's cost, against the deployment's default limits (a tenant's own win). */
+export type RerunCharge = Pick<Admission, 'quotaUnits' | 'quotaWindowSeconds' | 'cost'>;
 
 export interface DeadLetterQuery {
   tenant: string;
@@ -426,8 +431,11 @@ export interface TaskStore {
    * failed or cancelled → queued with a fresh set of attempts (attempt 0, error cleared, its
    * history kept with a `status` event marking the rerun), out of the dead letters, its outbox
    * armed at `publishDueAt`. A task of another tenant than `tenant` (when given) is `missing`.
+   * A rerun is new work: with a `charge` it spends the task's cost from the tenant's quota
+   * again, in the same atomic step (`quota_exceeded` when it does not fit), and a cancel before
+   * it starts gives back that spend. Without one it is free.
    */
-  rerun(id: string, publishDueAt: number, tenant?: string): Promise<RerunResult>;
+  rerun(id: string, publishDueAt: number, tenant?: string, charge?: RerunCharge): Promise<RerunResult>;
   /** The tenant's tasks that failed after their attempts (the dead letters), newest first. */
   deadLetters(q: DeadLetterQuery): Promise<ListPage>;
 

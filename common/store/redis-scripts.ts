@@ -208,6 +208,32 @@ local function step_done(now, delay)
   end
   return ready
 end
+-- Spends cost units (or the downgrade's dcost when the full cost does not fit) from the
+-- tenant's quota window: own_units/own_window are the tenant's own limits (nil for the
+-- deployment's defaults). Answers the cost spent, the window start ('' when none), 1 when
+-- downgraded, or (0, '', 0) and the quota_exceeded reply {code, retry ms, units, spent, start, window s}.
+local function spend(now, own_units, own_window, quota_key, def_units, def_window, cost, dcost)
+  local units = tonumber(own_units) or tonumber(def_units)
+  if units <= 0 then return 0, '', 0 end
+  local window = (tonumber(own_window) or tonumber(def_window)) * 1000
+  local start = now - (now % window)
+  local q = redis.call('HMGET', quota_key, 'start', 'spent')
+  local spent = 0
+  if tonumber(q[1]) == start then spent = tonumber(q[2]) or 0 end
+  local downgraded = 0
+  if spent + cost > units then
+    if dcost and spent + dcost <= units then
+      cost = dcost
+      downgraded = 1
+    else
+      return 0, '', 0, {'quota_exceeded', start + window - now, units, spent, start, window / 1000}
+    end
+  end
+  if cost <= 0 then return 0, '', downgraded end
+  redis.call('HSET', quota_key, 'start', start, 'spent', spent + cost)
+  redis.call('PEXPIREAT', quota_key, start + window + 60000)
+  return cost, start, downgraded
+end
 -- Admission of a submit (create, createWorkflow): the tenant's submit rate, then its quota
 -- (or the downgrade's cost, dcost, when given). KEYS of the tenant: limits, quota, rate.
 -- Answers nil and the early reply, or the rate state {limit, remaining, reset} (-1s for no
@@ -229,31 +255,8 @@ local function admit(now, lim_key, quota_key, rate_key, def_rate, def_units, def
     if bound then return nil, {'replay', bound, '', '', '', rl[1], rl[2], rl[3]} end
   end
   if redis.call('EXISTS', record_key) == 1 then return nil, {'exists', '', '', '', '', rl[1], rl[2], rl[3]} end
-  local units = tonumber(lim[2]) or tonumber(def_units)
-  local window = (tonumber(lim[3]) or tonumber(def_window)) * 1000
-  local downgraded = 0
-  local qstart = ''
-  if units > 0 then
-    local start = now - (now % window)
-    local q = redis.call('HMGET', quota_key, 'start', 'spent')
-    local spent = 0
-    if tonumber(q[1]) == start then spent = tonumber(q[2]) or 0 end
-    if spent + cost > units then
-      if dcost and spent + dcost <= units then
-        cost = dcost
-        downgraded = 1
-      else
-        return nil, {'quota_exceeded', start + window - now, units, spent, start, rl[1], rl[2], rl[3], window / 1000}
-      end
-    end
-    if cost > 0 then
-      redis.call('HSET', quota_key, 'start', start, 'spent', spent + cost)
-      redis.call('PEXPIREAT', quota_key, start + window + 60000)
-      qstart = start
-    end
-  else
-    cost = 0
-  end
+  local cost, qstart, downgraded, exceeded = spend(now, lim[2], lim[3], quota_key, def_units, def_window, cost, dcost)
+  if exceeded then return nil, {exceeded[1], exceeded[2], exceeded[3], exceeded[4], exceeded[5], rl[1], rl[2], rl[3], exceeded[6]} end
   return rl, cost, qstart, downgraded
 end
 `;
@@ -344,7 +347,11 @@ return 'cancelled'`,
 
   /**
    * failed or cancelled → queued with a fresh set of attempts, out of the dead letters and of
-   * the expiring set (it lives on). ARGV[4..]: publishDueAt, tenant the caller acts for ('' for any).
+   * the expiring set (it lives on). A rerun is new work: it spends the task's cost from its
+   * tenant's quota again (a quota_exceeded reply when it does not fit), and a cancel before it
+   * starts gives back that spend, not the first run's.
+   * ARGV[4..]: publishDueAt, tenant the caller acts for ('' for any), quota units and window s
+   * (the deployment's defaults), cost.
    */
   rerun: `${PRELUDE}
 local f = redis.call('HMGET', KEYS[1], 'status', 'tenant', 'workflow', 'reruns', 'user_id')
@@ -353,10 +360,13 @@ local tenant = f[2] or 'default'
 if ARGV[5] ~= '' and tenant ~= ARGV[5] then return {'missing'} end
 if (f[1] ~= 'failed' and f[1] ~= 'cancelled') or (f[3] and f[3] ~= '') then return with_record('conflict') end
 local now = now_ms()
+local own = redis.call('HMGET', tenant_key('tenant', tenant), 'quota_units', 'quota_window_seconds')
+local cost, qstart, _, exceeded = spend(now, own[1], own[2], tenant_key('quota', tenant), ARGV[6], ARGV[7], tonumber(ARGV[8]), nil)
+if exceeded then table.insert(exceeded, tenant); return exceeded end
 local n = (tonumber(f[4]) or 0) + 1
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', 0, 'error', '', 'result', '', 'progress', 0, 'message', '',
   'worker', '', 'lease_until', '', 'retry_at', '', 'throttles', 0, 'result_published', 0, 'request_published', 0,
-  'reruns', n, 'started_at', '', 'finished_at', '', 'updated_at', now)
+  'reruns', n, 'started_at', '', 'finished_at', '', 'updated_at', now, 'cost', cost, 'quota_window', qstart)
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[3])
 redis.call('PERSIST', KEYS[5])

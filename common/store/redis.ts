@@ -52,6 +52,7 @@ import {
   type DeadLetterQuery,
   type ListCursor,
   type NewWorkflow,
+  type RerunCharge,
   type RerunResult,
   type WorkflowCancelResult,
   type WorkflowEvent,
@@ -925,10 +926,16 @@ export class RedisTaskStore implements TaskStore {
     return this.wfHub.watch(id.toLowerCase());
   }
 
-  async rerun(id: string, publishDueAt: number, tenant?: string): Promise<RerunResult> {
+  async rerun(id: string, publishDueAt: number, tenant?: string, charge?: RerunCharge): Promise<RerunResult> {
     const f = this.frame(id);
-    const [code, ...rest] = (await this.script('rerun', f.keys, [...f.args, publishDueAt, tenant ?? ''])) as unknown[];
+    const args = [...f.args, publishDueAt, tenant ?? '', charge?.quotaUnits ?? 0, charge?.quotaWindowSeconds ?? 86_400, charge?.cost ?? 0];
+    const [code, ...rest] = (await this.script('rerun', f.keys, args)) as unknown[];
     if (code === 'missing') return { outcome: 'missing' };
+    if (code === 'quota_exceeded') {
+      const [retryAfterMs, units, spent, windowStart, windowSeconds] = rest.slice(0, 5).map(Number) as [number, number, number, number, number];
+      const usage = { tenant: String(rest[5]), units, windowSeconds, spent, windowStart, resetsAt: windowStart + windowSeconds * 1000 };
+      return { outcome: 'quota_exceeded', retryAfterMs, usage };
+    }
     const task = toRecord(pairs(rest));
     return code === 'rerun' ? { outcome: 'rerun', task } : { outcome: 'conflict', task };
   }

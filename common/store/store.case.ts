@@ -904,6 +904,39 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       expect((await store.rerun(q.id, Date.now(), tenant)).outcome).toBe('rerun');
     });
 
+    it('charges a rerun the task’s cost again, refuses it whole when the quota is short, and refunds the rerun’s spend, not the first run’s', async () => {
+      const t = tenant();
+      const charge = { quotaUnits: 12, quotaWindowSeconds: 86_400, cost: 5 };
+      const adm = admission(charge);
+      // Cancelled while queued: its 5 units come back; the rerun spends them again.
+      const q = newTask({ tenant: t });
+      await store.create(q, Date.now() + 60_000, { admission: adm });
+      await store.cancel(q.id, null, t);
+      expect((await store.quotaUsage(t, adm)).spent).toBe(0);
+      expect(await store.rerun(q.id, Date.now() + 60_000, t, charge)).toMatchObject({ outcome: 'rerun', task: { cost: 5 } });
+      expect((await store.quotaUsage(t, adm)).spent).toBe(5);
+      // Ran and failed: the first run keeps its units; the rerun spends 5 more, and a cancel of the rerun gives back only those.
+      const f = newTask({ tenant: t, maxAttempts: 1 });
+      await store.create(f, Date.now() + 60_000, { admission: adm });
+      await store.claim(f.id, 'w1', 10_000);
+      await store.fail(f.id, 'w1', { code: 'boom', message: 'broke', retriable: false });
+      expect((await store.quotaUsage(t, adm)).spent).toBe(10);
+      // 2 units left: a rerun of 5 is refused, nothing changed.
+      const refused = await store.rerun(f.id, Date.now() + 60_000, t, charge);
+      expect(refused).toMatchObject({ outcome: 'quota_exceeded', usage: { tenant: t, units: 12, spent: 10, windowSeconds: 86_400 } });
+      expect(refused.outcome === 'quota_exceeded' && refused.retryAfterMs).toBeGreaterThan(0);
+      expect(await store.get(f.id)).toMatchObject({ status: 'failed', reruns: 0 });
+      await store.setTenantLimits(t, { quotaUnits: 20 });
+      expect((await store.rerun(f.id, Date.now() + 60_000, t, charge)).outcome).toBe('rerun');
+      expect((await store.quotaUsage(t, adm)).spent).toBe(15);
+      await store.cancel(f.id, null, t);
+      expect((await store.quotaUsage(t, adm)).spent).toBe(10);
+      // Without a charge a rerun is free, and its cancel refunds nothing.
+      expect((await store.rerun(f.id, Date.now() + 60_000, t)).outcome).toBe('rerun');
+      await store.cancel(f.id, null, t);
+      expect((await store.quotaUsage(t, adm)).spent).toBe(10);
+    });
+
     it('pings', async () => {
       await expect(store.ping()).resolves.toBeUndefined();
     });
