@@ -17,7 +17,7 @@ import { ADMIN_METHODS, mountAdmin } from './admin.ts';
 import { SCHEDULE_METHODS, mountSchedules } from './schedules.ts';
 import { MemoryScheduleStore } from '../common/schedules/memory.ts';
 import type { ScheduleStore } from '../common/schedules/port.ts';
-import { OBSERVABILITY_METHODS, httpMetrics, mountObservability, noteSubmitType } from './observability.ts';
+import { OBSERVABILITY_METHODS, httpMetrics, mountObservability, noteSubmitting } from './observability.ts';
 import type { Metrics } from '../common/metrics.ts';
 import type { Backlog } from '../common/backlog.ts';
 import { Authenticator, requireScope, type AppEnv, type AuthOptions, type DefaultLimits, type Principal } from './auth.ts';
@@ -33,6 +33,7 @@ import { traceRequests } from './tracing.ts';
 import { followEvents, mapEvents, waitForEnd } from './watch.ts';
 import { resumeFrom, serveEvents } from './sse.ts';
 import { WORKFLOW_METHODS, mountWorkflows } from './workflows.ts';
+import { countCancelledSteps, workflowSteps } from '../common/workflows.ts';
 
 export interface AppDeps {
   store: TaskStore;
@@ -175,6 +176,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     idempotencyTtlSeconds: options.idempotencyTtlSeconds ?? 86_400,
     registry,
     limits,
+    metrics: deps.metrics,
   };
   const statusUrlOf = (c: Context<Env>, id: string) => new URL(`/tasks/${id}`, c.req.url).toString();
 
@@ -182,7 +184,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const p = await caller(c, 'tasks:write');
     const { wait } = query(c, postQuerySchema);
     const { request, idempotencyKey, asyncMode } = await readSubmission(c, registry, options);
-    noteSubmitType(c, request.type);
+    noteSubmitting(c); // submitTask counts it from here on
     // Seed 000's async_mode=false, or ?wait=N: answer with the result if it comes in time.
     const waitSeconds = wait ?? (asyncMode === false ? maxWait : 0);
     const submitted = await submitTask(submitDeps, p.tenant, request, idempotencyKey);
@@ -253,6 +255,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     logger.info('task cancelled', { task_id: id, was: r.was });
     // A running task's worker counts its end.
     if (r.was !== 'running') deps.metrics?.finished.inc({ type: deps.metrics.type(r.task.type), outcome: 'cancelled' });
+    // A step's cancel cancels its workflow's other steps: those not running are counted here too.
+    if (deps.metrics && r.task.workflowId) {
+      const m = deps.metrics;
+      await workflowSteps(store, r.task.workflowId)
+        .then((steps) => countCancelledSteps(store, m, steps, id))
+        .catch((err: unknown) => logger.warn('could not count the cancelled steps', { task_id: id, err: errorMessage(err) }));
+    }
     // A task not started has no worker to publish its end; a running one's worker does it.
     if (r.was !== 'running' && options.resultTopic) {
       try {

@@ -5,8 +5,8 @@
 import type { Context, Hono, MiddlewareHandler } from 'hono';
 import { matchedRoutes } from 'hono/route';
 import type { Backlog } from '../common/backlog.ts';
-import { TooManyRequestsError, UnavailableError } from '../common/errors.ts';
-import { secondsSince, type Metrics, type SubmitOutcome } from '../common/metrics.ts';
+import { TooManyRequestsError } from '../common/errors.ts';
+import { secondsSince, submitOutcomeOf, type Metrics, type SubmitOutcome } from '../common/metrics.ts';
 import type { TaskStore } from '../common/store/port.ts';
 import { toStatsView } from '../common/views.ts';
 import type { AppEnv, Principal } from './auth.ts';
@@ -19,20 +19,18 @@ export const OBSERVABILITY_METHODS: readonly [string, string][] = [
   ['/stats', 'GET'],
 ];
 
-/** The task type of each submission, as its handler read it, for the submit counter's label. */
-const submitTypes = new WeakMap<Request, string>();
+/** The POST /tasks that reached submitTask, which counts them itself (source `http`). */
+const submitted = new WeakSet<Request>();
 
-/** Notes the task type of a POST /tasks (called by its handler once the body is read). */
-export function noteSubmitType(c: Context<Env>, type: string): void {
-  submitTypes.set(c.req.raw, type);
+/** Notes that a POST /tasks goes on to submitTask (called by its handler once the body is read, just before it). */
+export function noteSubmitting(c: Context<Env>): void {
+  submitted.add(c.req.raw);
 }
 
+/** The outcome of a POST /tasks refused before submitTask. */
 function submitOutcome(c: Context<Env>): SubmitOutcome {
-  const err = c.error;
-  if (err instanceof TooManyRequestsError) return err.code === 'quota_exceeded' ? 'quota_exceeded' : 'rate_limited';
-  if (err instanceof UnavailableError || c.res.status >= 500) return 'unavailable';
-  if (err || c.res.status >= 400) return 'rejected';
-  return c.res.headers.get('Idempotent-Replayed') === 'true' ? 'replayed' : 'accepted';
+  if (c.error instanceof TooManyRequestsError) return submitOutcomeOf(c.error);
+  return c.res.status >= 500 ? 'unavailable' : 'rejected';
 }
 
 /**
@@ -45,8 +43,9 @@ function routeOf(c: Context<Env>): string {
 }
 
 /**
- * Counts every request by method, route pattern (so `/tasks/:id`, and `/*` for no route) and status, and times it; a POST /tasks also counts as a submission by type
- * and outcome. The submit time leaves out answers that waited for the task (`?wait=`, 200).
+ * Counts every request by method, route pattern (so `/tasks/:id`, and `/*` for no route) and status, and times it. A POST /tasks
+ * refused before its body was read as a task (no key, a bad body) counts as a submission of type `other` here; one that reached
+ * submitTask is counted there, by its type.
  */
 export function httpMetrics(metrics: Metrics): MiddlewareHandler<Env> {
   return async (c, next) => {
@@ -56,11 +55,10 @@ export function httpMetrics(metrics: Metrics): MiddlewareHandler<Env> {
     const method = c.req.method;
     metrics.httpRequests.inc({ method, route, status: String(c.res.status) });
     metrics.httpSeconds.observe({ method, route }, secondsSince(start));
-    if (method === 'POST' && route === '/tasks') {
+    if (method === 'POST' && route === '/tasks' && !submitted.has(c.req.raw)) {
       const outcome = submitOutcome(c);
-      const type = submitTypes.get(c.req.raw);
-      metrics.submitted.inc({ type: type === undefined ? 'other' : metrics.type(type), outcome });
-      if (c.res.status !== 200) metrics.submitSeconds.observe({ outcome }, secondsSince(start));
+      metrics.submitted.inc({ type: 'other', outcome, source: 'http' });
+      metrics.submitSeconds.observe({ outcome }, secondsSince(start));
     }
   };
 }

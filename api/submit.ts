@@ -11,6 +11,7 @@ import { retrying } from '../common/backoff.ts';
 import { sleep } from '../common/backoff.ts';
 import { IdempotencyKeyReusedError, TooManyRequestsError, UnavailableError, errorMessage, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
+import { countSubmission, type Metrics, type SubmitSource } from '../common/metrics.ts';
 import { requestOutgoing, requestTopicFor } from '../common/messages.ts';
 import { costOf, type TaskRegistry } from '../common/registry.ts';
 import type { Admission, RateState, TaskStore } from '../common/store/port.ts';
@@ -33,6 +34,10 @@ export interface SubmitDeps {
   registry: TaskRegistry;
   /** The deployment's default limits (a tenant's own win, in the store). */
   limits: { submitsPerSecond: number; quotaUnits: number; quotaWindowSeconds: number };
+  /** Counts each submission in atq_tasks_submitted_total (and times it) when given. */
+  metrics?: Metrics | undefined;
+  /** Its `source` label: `http` (POST /tasks) unless given (`schedule` for a firing). */
+  source?: SubmitSource;
 }
 
 export interface SubmitRequest {
@@ -83,9 +88,11 @@ export function submitTask(deps: SubmitDeps, tenant: string, req: SubmitRequest,
   const id = randomUUID();
   // The producer span of the task: its context is stored with the record and sent in the
   // message headers, so the worker's span (and a relay republish, and every retry) is its child.
-  return inSpan(`submit ${req.type}`, { kind: SpanKind.PRODUCER, attributes: { 'atq.task_id': id, 'atq.tenant': tenant, 'atq.type': req.type } }, () =>
-    submitTraced(deps, { id, createdAt: Date.now(), tenant, ...req, traceContext: traceHeaders() }, req, idempotencyKey),
-  );
+  const submit = () =>
+    inSpan(`submit ${req.type}`, { kind: SpanKind.PRODUCER, attributes: { 'atq.task_id': id, 'atq.tenant': tenant, 'atq.type': req.type } }, () =>
+      submitTraced(deps, { id, createdAt: Date.now(), tenant, ...req, traceContext: traceHeaders() }, req, idempotencyKey),
+    );
+  return deps.metrics ? countSubmission(deps.metrics, req.type, deps.source ?? 'http', submit) : submit();
 }
 
 async function submitTraced(

@@ -24,7 +24,7 @@ import {
   type WorkflowAcceptedView,
   type WorkflowListView,
 } from '../common/views.ts';
-import { resolveWorkflow, startWorkflow, type WorkflowDeps } from '../common/workflows.ts';
+import { countCancelledSteps, resolveWorkflow, startWorkflow, type WorkflowDeps } from '../common/workflows.ts';
 import type { AppEnv, Principal } from './auth.ts';
 import { validationError } from './errors.ts';
 import { readJsonBody } from './request.ts';
@@ -85,7 +85,7 @@ function query<T>(c: Context<Env>, schema: z.ZodType<T>): T {
 }
 
 export function mountWorkflows(app: Hono<Env>, deps: WorkflowRouteDeps): void {
-  const { store, broker, logger, registry, caller, ownTask, until } = deps;
+  const { store, broker, logger, registry, caller, ownTask, until, metrics } = deps;
 
   const ownWorkflow = async (p: Principal, id: string): Promise<WorkflowRecord> => {
     const wf = await store.getWorkflow(id);
@@ -135,11 +135,16 @@ export function mountWorkflows(app: Hono<Env>, deps: WorkflowRouteDeps): void {
     if (r.outcome === 'missing') throw new NotFoundError(`no workflow ${id}`);
     if (r.outcome === 'terminal') throw new ConflictError('workflow_finished', `workflow ${id} has ended ${r.workflow.status}`);
     logger.info('workflow cancelled', { workflow_id: id });
-    const view = await viewOf(r.workflow);
+    const recs = await Promise.all(r.workflow.steps.map((s) => store.get(s.taskId)));
+    const view = toWorkflowView(r.workflow, new Map(recs.flatMap((t) => (t ? [[t.id, t] as const] : []))));
+    // Steps that were not running have no worker to count their end (running ones' workers do).
+    if (metrics)
+      await countCancelledSteps(store, metrics, recs).catch((err: unknown) =>
+        logger.warn('could not count the cancelled steps', { workflow_id: id, err: errorMessage(err) }),
+      );
     // Steps that had not started have no worker to publish their end (running ones' workers do).
     if (deps.resultTopic) {
       const topic = deps.resultTopic;
-      const recs = await Promise.all(r.workflow.steps.map((s) => store.get(s.taskId)));
       await Promise.all(
         recs.map(async (t) => {
           if (!t || t.status !== 'cancelled' || t.attempt > 0 || t.resultPublished) return;
@@ -171,6 +176,12 @@ export function mountWorkflows(app: Hono<Env>, deps: WorkflowRouteDeps): void {
     const type = registry.get(task.type);
     const cost = type ? costOf(type, task.input) : 1;
     const r = await store.rerun(id, Date.now() + deps.relayAfterMs, tenant, { ...deps.limits, cost });
+    // A rerun is a submission too (source `rerun`): accepted, or refused (over the quota, gone, not failed or cancelled).
+    metrics?.submitted.inc({
+      type: metrics.type(task.type),
+      outcome: r.outcome === 'rerun' ? 'accepted' : r.outcome === 'quota_exceeded' ? 'quota_exceeded' : 'rejected',
+      source: 'rerun',
+    });
     if (r.outcome === 'quota_exceeded') throw quotaExceededError(tenant, r.usage, r.retryAfterMs, `a rerun of this ${task.type} task costs ${cost}`);
     if (r.outcome === 'missing') throw new NotFoundError(`no task ${id}`, id);
     if (r.outcome === 'conflict') {

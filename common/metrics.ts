@@ -10,11 +10,18 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Broker, OutgoingMessage } from './broker/port.ts';
+import { AppError, TooManyRequestsError, UnavailableError } from './errors.ts';
 import { PRIORITIES, type Priority } from './task.ts';
 
 export const METRICS_PREFIX = 'atq_';
 
 export type SubmitOutcome = 'accepted' | 'replayed' | 'rate_limited' | 'quota_exceeded' | 'rejected' | 'unavailable';
+/**
+ * Where a task came from: POST /tasks (`http`), a step of a workflow started by POST /workflows
+ * (`workflow`), a schedule's firing (`schedule`), a step of a workflow a handler's ctx.spawn
+ * started (`spawn`), a rerun (POST /tasks/:id/retry, a dead-letter redrive: `rerun`).
+ */
+export type SubmitSource = 'http' | 'workflow' | 'schedule' | 'spawn' | 'rerun';
 export type FinishOutcome = 'done' | 'failed' | 'cancelled';
 export type TopicKind = 'request' | 'result' | 'dead_letter' | 'other';
 
@@ -48,7 +55,7 @@ export class Metrics {
   private readonly slots = new Set<SlotSource>();
   private backlog: BacklogReader | undefined;
 
-  readonly submitted: Counter<'type' | 'outcome'>;
+  readonly submitted: Counter<'type' | 'outcome' | 'source'>;
   readonly finished: Counter<'type' | 'outcome'>;
   readonly submitSeconds: Histogram<'outcome'>;
   readonly queueWaitSeconds: Histogram<'type'>;
@@ -67,8 +74,8 @@ export class Metrics {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: p });
     this.submitted = new Counter({
       name: `${p}tasks_submitted_total`,
-      help: 'POST /tasks by task type and outcome (accepted, replayed, rate_limited, quota_exceeded, rejected, unavailable)',
-      labelNames: ['type', 'outcome'],
+      help: 'Tasks submitted, by type, outcome (accepted, replayed, rate_limited, quota_exceeded, rejected, unavailable) and source (http, workflow, schedule, spawn, rerun)',
+      labelNames: ['type', 'outcome', 'source'],
       registers,
     });
     this.finished = new Counter({
@@ -79,7 +86,7 @@ export class Metrics {
     });
     this.submitSeconds = new Histogram({
       name: `${p}submit_duration_seconds`,
-      help: 'Time of a submission: admission and create in the store, then the publish of the request message',
+      help: 'Time of a submission (POST /tasks, a schedule firing): admission and create in the store, then the publish of the request message',
       labelNames: ['outcome'],
       buckets: SHORT_BUCKETS,
       registers,
@@ -93,7 +100,7 @@ export class Metrics {
     });
     this.runSeconds = new Histogram({
       name: `${p}task_run_seconds`,
-      help: 'Time of one attempt, claim to its end, by type and outcome (done, failed, retry, cancelled, lost)',
+      help: 'Time of one attempt, claim to its end, by type and outcome (done, failed, retry, cancelled, lost: its lease expired and another worker took the task)',
       labelNames: ['type', 'outcome'],
       buckets: LONG_BUCKETS,
       registers,
@@ -191,7 +198,10 @@ export class Metrics {
     this.backlog = reader;
   }
 
-  /** The value of a metric's series with these labels (undefined when it has none), for tests and logs. */
+  /**
+   * The sum of a metric's series that have these labels (others may differ: `{type, outcome}`
+   * sums the submissions of every source); undefined when none has them. For tests and logs.
+   */
   async value(name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
     // A histogram's series: `<name>_count` and `<name>_sum` are read from `<name>`.
     const metric = this.registry.getSingleMetric(name) ?? this.registry.getSingleMetric(name.replace(/_(count|sum)$/, ''));
@@ -200,12 +210,45 @@ export class Metrics {
     const matches = (v: (typeof values)[number] & { metricName?: string }) =>
       (v.metricName === undefined || v.metricName === name) &&
       Object.entries(labels).every(([k, want]) => String((v.labels as Record<string, unknown>)[k]) === want);
-    return values.find(matches)?.value;
+    const found = values.filter(matches);
+    return found.length === 0 ? undefined : found.reduce((n, v) => n + v.value, 0);
   }
 
   /** The exposition text, and its content type. */
   async scrape(): Promise<{ body: string; contentType: string }> {
     return { body: await this.registry.metrics(), contentType: this.registry.contentType };
+  }
+}
+
+/** The outcome of a submission that threw `err`: refused by the limits, the store or broker away (or a bug: a 500), else rejected. */
+export function submitOutcomeOf(err: unknown): SubmitOutcome {
+  if (err instanceof TooManyRequestsError) return err.code === 'quota_exceeded' ? 'quota_exceeded' : 'rate_limited';
+  if (err instanceof UnavailableError || !(err instanceof AppError)) return 'unavailable';
+  return 'rejected';
+}
+
+/**
+ * Runs one task's submission (submitTask: POST /tasks, a schedule firing), counting it in
+ * `atq_tasks_submitted_total` by type, outcome and source and timing it, and answers its result.
+ */
+export async function countSubmission<T extends { replayed: boolean }>(
+  metrics: Metrics,
+  type: string,
+  source: SubmitSource,
+  submit: () => Promise<T>,
+): Promise<T> {
+  const start = performance.now();
+  let outcome: SubmitOutcome = 'unavailable';
+  try {
+    const r = await submit();
+    outcome = r.replayed ? 'replayed' : 'accepted';
+    return r;
+  } catch (err) {
+    outcome = submitOutcomeOf(err);
+    throw err;
+  } finally {
+    metrics.submitted.inc({ type: metrics.type(type), outcome, source });
+    metrics.submitSeconds.observe({ outcome }, secondsSince(start));
   }
 }
 

@@ -10,10 +10,11 @@ import type { z } from 'zod';
 import type { Broker } from './broker/port.ts';
 import { TooManyRequestsError, UnavailableError, ValidationError, errorMessage, withTimeout } from './errors.ts';
 import type { Logger } from './logger.ts';
+import { submitOutcomeOf, type Metrics, type SubmitOutcome } from './metrics.ts';
 import { requestOutgoing, requestTopicFor } from './messages.ts';
 import { costOf, type TaskRegistry } from './registry.ts';
 import type { NewStep, NewWorkflow, TaskStore } from './store/port.ts';
-import type { NewTask, Priority } from './task.ts';
+import type { NewTask, Priority, TaskRecord } from './task.ts';
 import { workflowStepsBody, workflowTemplateBody } from './workflow-schemas.ts';
 
 export { MAX_STEPS, workflowStepSchema, workflowStepsBody, workflowTemplateBody, type WorkflowStepSpec } from './workflow-schemas.ts';
@@ -109,6 +110,8 @@ export interface WorkflowDeps {
   relayAfterMs: number;
   /** The deployment's default limits (a tenant's own win, in the store). */
   limits: { submitsPerSecond: number; quotaUnits: number; quotaWindowSeconds: number };
+  /** Counts every step in atq_tasks_submitted_total (source `workflow`, or `spawn` for a child workflow) when given. */
+  metrics?: Metrics | undefined;
 }
 
 export interface StartedWorkflow {
@@ -131,6 +134,23 @@ export async function startWorkflow(
   spec: WorkflowSpec,
   opts: { id?: string; parentTaskId?: string } = {},
 ): Promise<StartedWorkflow> {
+  const m = deps.metrics;
+  if (!m) return startUncounted(deps, tenant, spec, opts);
+  const count = (outcome: SubmitOutcome) => {
+    const source = opts.parentTaskId === undefined ? 'workflow' : 'spawn';
+    for (const s of spec.steps) m.submitted.inc({ type: m.type(s.type), outcome, source });
+  };
+  try {
+    const started = await startUncounted(deps, tenant, spec, opts);
+    count(started.created ? 'accepted' : 'replayed');
+    return started;
+  } catch (err) {
+    count(submitOutcomeOf(err));
+    throw err;
+  }
+}
+
+async function startUncounted(deps: WorkflowDeps, tenant: string, spec: WorkflowSpec, opts: { id?: string; parentTaskId?: string }): Promise<StartedWorkflow> {
   const id = opts.id ?? randomUUID();
   const createdAt = Date.now();
   const traceContext = traceHeaders();
@@ -211,4 +231,37 @@ export async function publishReady(store: TaskStore, broker: Broker, requestTopi
       }
     }),
   );
+}
+
+/**
+ * Counts in atq_tasks_finished_total the steps a workflow's end cancelled (DELETE /workflows/:id,
+ * a DELETE of one of its steps, a step that failed) that were not running then: a running
+ * step's worker counts its own end. `steps`: the workflow's step records after it ended;
+ * `except`: the step that ended it, which its caller counts. Answers how many it counted.
+ */
+export async function countCancelledSteps(store: TaskStore, metrics: Metrics, steps: readonly (TaskRecord | null)[], except?: string): Promise<number> {
+  const ended = await Promise.all(
+    steps.map(async (t) => {
+      if (!t || t.id === except || t.status !== 'cancelled') return false;
+      // A step never claimed was not running; one claimed before was running, or waiting for its retry: its history says which.
+      if (t.attempt === 0) return true;
+      const events = await store.events(t.id, null, 1000);
+      const cancelled = events.filter((e) => e.type === 'cancelled').at(-1);
+      return cancelled !== undefined && cancelled.data.was !== 'running';
+    }),
+  );
+  let n = 0;
+  ended.forEach((counted, i) => {
+    const t = steps[i];
+    if (!counted || !t) return;
+    metrics.finished.inc({ type: metrics.type(t.type), outcome: 'cancelled' });
+    n++;
+  });
+  return n;
+}
+
+/** The step records of workflow `id` (null for one expired), for countCancelledSteps. */
+export async function workflowSteps(store: TaskStore, id: string): Promise<(TaskRecord | null)[]> {
+  const wf = await store.getWorkflow(id);
+  return wf ? Promise.all(wf.steps.map((s) => store.get(s.taskId))) : [];
 }

@@ -18,7 +18,7 @@ import { PriorityGate } from './priority-gate.ts';
 import type { Metrics } from '../common/metrics.ts';
 import { startHeartbeat, type Heartbeat } from './heartbeat.ts';
 import type { HandlerContext, SpawnStep } from '../common/registry.ts';
-import { publishReady, resolveWorkflow, startWorkflow, uuidFrom, type WorkflowStepSpec } from '../common/workflows.ts';
+import { countCancelledSteps, publishReady, resolveWorkflow, startWorkflow, uuidFrom, workflowSteps, type WorkflowStepSpec } from '../common/workflows.ts';
 
 export interface WorkerOptions {
   id: string;
@@ -178,6 +178,7 @@ export class Worker {
         this.deps.metrics?.leaseLost.inc({ type: this.deps.metrics.type(claim.task.type), outcome: 'exhausted' });
         this.deps.metrics?.finished.inc({ type: this.deps.metrics.type(claim.task.type), outcome: 'failed' });
         log.error('task failed: its worker stopped on the last attempt', { attempt: claim.task.attempt, code: claim.task.error?.code });
+        await this.countAbortedSteps(claim.task, log);
         await this.publishResult(claim.task);
         await this.deadLetter(d, 'worker_lost', claim.task.error?.message ?? 'worker lost');
         return 'failed';
@@ -255,7 +256,7 @@ export class Worker {
 
     if (outcome.ok) {
       const r = await inSpan('store done', {}, () => retrying(() => store.complete(task.id, options.id, outcome.result ?? null, outcome.events), storeRetry));
-      if (r.code !== 'ok') return this.notOurs(task.id, r.code, log);
+      if (r.code !== 'ok') return this.notOurs(task, r.code, log);
       this.stats.done++;
       this.ended(r.task, 'done');
       log.info('task done', { attempt: task.attempt, duration_ms: Date.now() - started });
@@ -271,7 +272,7 @@ export class Worker {
       const r = await inSpan('store retry', {}, () =>
         retrying(() => store.retryLater(task.id, options.id, error, Date.now() + delay, outcome.events), storeRetry),
       );
-      if (r.code !== 'ok') return this.notOurs(task.id, r.code, log);
+      if (r.code !== 'ok') return this.notOurs(task, r.code, log);
       this.stats.retried++;
       this.ended(task, 'retry');
       log.warn('task failed; will retry', { attempt: task.attempt, max_attempts: maxAttempts, retry_in_ms: delay, err: error.message });
@@ -284,10 +285,11 @@ export class Worker {
   private async finishFailed(d: Delivery, task: TaskRecord, error: TaskError, log: Logger, events: HandlerEvent[] = []): Promise<Outcome> {
     const { store, options } = this.deps;
     const r = await inSpan('store failed', {}, () => retrying(() => store.fail(task.id, options.id, error, events), storeRetry));
-    if (r.code !== 'ok') return this.notOurs(task.id, r.code, log);
+    if (r.code !== 'ok') return this.notOurs(task, r.code, log);
     this.stats.failed++;
     this.ended(r.task, 'failed');
     log.error('task failed', { attempt: task.attempt, code: error.code, err: error.message });
+    await this.countAbortedSteps(r.task, log);
     await this.publishResult(r.task);
     await this.deadLetter(d, error.code, `failed after ${task.attempt} attempt(s): ${error.message}`);
     return 'failed';
@@ -298,8 +300,8 @@ export class Worker {
    * one that ran it, publishes the `cancelled` result), ended by our own earlier try whose
    * answer was lost (a store timeout that still landed), or taken over after a lost lease.
    */
-  private async notOurs(id: string, code: TransitionCode, log: Logger): Promise<Outcome> {
-    const now = code === 'terminal' ? await retrying(() => this.deps.store.get(id), storeRetry) : null;
+  private async notOurs(task: TaskRecord, code: TransitionCode, log: Logger): Promise<Outcome> {
+    const now = code === 'terminal' ? await retrying(() => this.deps.store.get(task.id), storeRetry) : null;
     if (now?.status === 'cancelled') {
       this.stats.cancelled++;
       this.ended(now, 'cancelled');
@@ -309,11 +311,25 @@ export class Worker {
     }
     if (now && now.worker === this.deps.options.id && !now.resultPublished) {
       log.info('our own end transition had landed; publishing its result', { status: now.status });
+      this.ended(now, now.status === 'done' ? 'done' : 'failed');
       await this.publishResult(now);
       return now.status === 'done' ? 'done' : 'failed';
     }
+    // Our lease expired and another worker claimed the task (or it is gone): that worker counts its end.
+    this.ended(task, 'lost');
     log.warn('finished, but the task is no longer ours; result discarded', { code });
     return 'lost';
+  }
+
+  /** A workflow step that failed failed its workflow too, cancelling its other steps: counts those not running (their workers count theirs). */
+  private async countAbortedSteps(task: TaskRecord, log: Logger): Promise<void> {
+    const m = this.deps.metrics;
+    if (!m || !task.workflowId) return;
+    try {
+      await countCancelledSteps(this.deps.store, m, await workflowSteps(this.deps.store, task.workflowId), task.id);
+    } catch (err) {
+      log.warn('could not count the cancelled steps of a failed workflow', { workflow_id: task.workflowId, err: errorMessage(err) });
+    }
   }
 
   /** ctx.needs of a workflow step: the results of the steps it needs, by step id. */
@@ -357,6 +373,7 @@ export class Worker {
           publishTimeoutMs: options.publishTimeoutMs ?? 5000,
           relayAfterMs: options.relayAfterMs ?? 2000,
           limits: options.limits ?? { submitsPerSecond: 0, quotaUnits: 0, quotaWindowSeconds: 86_400 },
+          metrics: this.deps.metrics,
         },
         task.tenant,
         spec,
@@ -376,14 +393,14 @@ export class Worker {
     if (task.attempt === 1 && task.startedAt !== null) m.queueWaitSeconds.observe({ type }, Math.max(0, task.startedAt - task.createdAt) / 1000);
   }
 
-  /** Metrics of an attempt's end: its run time (from the claim), and the task's end or retry. */
-  private ended(task: TaskRecord, outcome: 'done' | 'failed' | 'retry' | 'cancelled'): void {
+  /** Metrics of an attempt's end: its run time (from the claim), and the task's end or retry (a lost attempt: its run time only). */
+  private ended(task: TaskRecord, outcome: 'done' | 'failed' | 'retry' | 'cancelled' | 'lost'): void {
     const m = this.deps.metrics;
     if (!m) return;
     const type = m.type(task.type);
     if (task.startedAt !== null) m.runSeconds.observe({ type, outcome }, Math.max(0, Date.now() - task.startedAt) / 1000);
     if (outcome === 'retry') m.retries.inc({ type });
-    else m.finished.inc({ type, outcome });
+    else if (outcome !== 'lost') m.finished.inc({ type, outcome });
   }
 
   private publishResult(task: TaskRecord): Promise<void> {

@@ -80,7 +80,7 @@ export const firingKey = (scheduleId: string, slotAt: number): string => `schedu
 
 export interface SchedulerOptions {
   schedules: ScheduleStore;
-  /** The submission path's dependencies (store, broker, registry, limits…), as the API's. */
+  /** The submission path's dependencies (store, broker, registry, limits…), as the API's; its metrics count firings as source `schedule`. */
   submit: SubmitDeps;
   logger: Logger;
   /** Attempts of a task whose schedule and type set none (MAX_ATTEMPTS). */
@@ -300,7 +300,7 @@ export class Scheduler {
       maxAttempts: s.task.maxAttempts ?? type.maxAttempts ?? this.opts.defaultMaxAttempts,
     };
     try {
-      const r = await submitTask(this.opts.submit, s.tenant, req, firingKey(s.id, slot));
+      const r = await submitTask({ ...this.opts.submit, source: 'schedule' }, s.tenant, req, firingKey(s.id, slot));
       return { kind: 'fired', taskId: r.replayed ? r.taskId : r.task.id, replayed: r.replayed };
     } catch (err) {
       // The slot's key names a task already (made from an earlier form of the input): that is its task.

@@ -2,6 +2,7 @@
 import type { Broker } from '../broker/port.ts';
 import type { Config } from '../config.ts';
 import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
 import type { TaskRegistry } from '../registry.ts';
 import type { TaskStore } from '../store/port.ts';
 import { MemoryScheduleStore } from './memory.ts';
@@ -25,7 +26,7 @@ export async function createScheduleStore(config: Config, logger: Logger): Promi
  */
 export function startScheduler(
   config: Config,
-  deps: { schedules: ScheduleStore; store: TaskStore; broker: Broker; registry: TaskRegistry; logger: Logger },
+  deps: { schedules: ScheduleStore; store: TaskStore; broker: Broker; registry: TaskRegistry; logger: Logger; metrics?: Metrics },
 ): Scheduler | undefined {
   if (!config.schedules.enabled) return undefined;
   const s = config.schedules;
@@ -48,6 +49,8 @@ export function startScheduler(
       // replica taking over after a crash): its Idempotency-Key must live at least that long.
       idempotencyTtlSeconds: Math.max(config.idempotencyTtlSeconds, s.catchUpSeconds + 600),
       limits: config.limits,
+      // Firings count in the process's atq_tasks_submitted_total, source `schedule`.
+      metrics: deps.metrics,
     },
   }).start();
 }
