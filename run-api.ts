@@ -2,7 +2,7 @@
  * The API process (`npm run api`). With BROKER=memory — the default, `npm start` — it is the
  * embedded mode: the API and a worker in one process, nothing else to install.
  */
-import { startTracing } from './common/tracing.ts';
+import { startTracing } from './common/tracing-sdk.ts';
 import { serve } from '@hono/node-server';
 import { createApp } from './api/app.ts';
 import { startRelay } from './common/relay.ts';

@@ -1,5 +1,5 @@
 /** A worker process: one member of the consumer group. `npm run worker`. */
-import { startTracing } from './common/tracing.ts';
+import { startTracing } from './common/tracing-sdk.ts';
 import { startRelay } from './common/relay.ts';
 import {
   closeAll,

@@ -1,8 +1,8 @@
 /**
  * OpenTelemetry: the code uses `@opentelemetry/api` only, so with no SDK started every span
- * is a no-op and nothing is exported. The entry points start the Node SDK (an OTLP/HTTP
- * exporter, W3C trace context) when `OTEL_EXPORTER_OTLP_ENDPOINT` or
- * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; every other `OTEL_*` variable is the SDK's.
+ * is a no-op and nothing is exported. The entry points start the Node SDK (common/tracing-sdk.ts,
+ * which only they import, so the typed client stays free of it) when `OTEL_EXPORTER_OTLP_ENDPOINT`
+ * or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; every other `OTEL_*` variable is the SDK's.
  *
  * Trace context crosses the broker in the message headers (`traceparent`, `tracestate`), and
  * the task record keeps the context of its publish, so a relay republish and every retry
@@ -13,32 +13,13 @@ import { errorMessage } from './errors.ts';
 
 export const tracer = trace.getTracer('agent-task-queue');
 
-export type ServiceName = 'agent-task-queue-api' | 'agent-task-queue-worker';
-
 let started = false;
 /** Whether this process exports traces (startTracing ran): cheap paths skip span work when not. */
 export const isTracing = (): boolean => started;
-
-export interface Tracing {
-  shutdown(): Promise<void>;
-}
-
-/** Starts the Node SDK when the config asks for it (Config.tracing); loaded on demand, so a process without it pays nothing. */
-export async function startTracing(serviceName: ServiceName, opts: { enabled: boolean; serviceName: string | undefined }): Promise<Tracing | undefined> {
-  if (!opts.enabled) return undefined;
-  const [{ NodeSDK }, { OTLPTraceExporter }] = await Promise.all([import('@opentelemetry/sdk-node'), import('@opentelemetry/exporter-trace-otlp-http')]);
-  // OTEL_SERVICE_NAME, when set, wins (the SDK reads it); traces only: no metrics or logs pipeline.
-  const sdk = new NodeSDK({
-    serviceName: opts.serviceName ?? serviceName,
-    traceExporter: new OTLPTraceExporter(),
-    instrumentations: [],
-    metricReaders: [],
-    logRecordProcessors: [],
-  });
-  sdk.start();
-  started = true;
-  return { shutdown: () => sdk.shutdown() };
-}
+/** Called by startTracing (common/tracing-sdk.ts) once the SDK runs, and by tests that install a tracer of their own. */
+export const markTracing = (on = true): void => {
+  started = on;
+};
 
 /** The W3C trace context of `ctx` (default: the active one) as message or HTTP headers; {} when there is none. */
 export function traceHeaders(ctx: Context = context.active()): Record<string, string> {
