@@ -18,6 +18,7 @@ import type {
   TaskView,
   WorkflowAcceptedView,
   WorkflowListView,
+  WorkflowEventView,
   WorkflowView,
 } from '../common/views.ts';
 import type { ErrorBody } from './errors.ts';
@@ -60,30 +61,56 @@ export const taskErrorSchema = z.object({
 const eventOf = <E extends string, D extends z.ZodType>(event: E, data: D, description: string) =>
   z.object({ id: eventIdSchema, event: z.literal(event), data }).meta({ description });
 
+// The `data` of each event, and what it means.
+const statusData = z.looseObject({ status, attempt: z.number().int().min(0), at: time });
+const progressData = z.object({ percent: z.number().min(0).max(100), message: z.string().nullable(), at: time });
+const logData = z.object({ level: z.string(), message: z.string(), data: z.unknown().optional(), at: time });
+const partialData = z.object({ chunk: z.string(), at: time });
+const doneData = z.object({ result: z.unknown(), at: time });
+const failedData = z.object({ error: taskErrorSchema, at: time });
+const cancelledData = z.object({ at: time, reason: z.string().nullable().optional() });
+const workflowData = z.object({ status: workflowStatus, error: taskErrorSchema.optional(), at: time });
+const EVENT_TEXT = {
+  status: 'A transition: `queued` (also after a failed attempt that will be retried, with `retry_at` and `error`), `running` (with `worker`).',
+  progress: 'The handler reported its progress (0-100).',
+  log: 'A log line of the handler.',
+  partial: 'Incremental output (LLM tokens, a section of a report); the chunks add up to `output`.',
+  done: 'The task ended with its result. Final.',
+  failed: 'The task failed for good. Final.',
+  cancelled: 'The task was cancelled (DELETE /tasks/{id}). Final.',
+  workflow: 'A workflow’s own end, in GET /workflows/{id}/events only.',
+};
+
 export const taskEventSchema = z
   .discriminatedUnion('event', [
-    eventOf(
-      'status',
-      z.looseObject({ status, attempt: z.number().int().min(0), at: time }),
-      'A transition: `queued` (also after a failed attempt that will be retried, with `retry_at` and `error`), `running` (with `worker`).',
-    ),
-    eventOf(
-      'progress',
-      z.object({ percent: z.number().min(0).max(100), message: z.string().nullable(), at: time }),
-      'The handler reported its progress (0-100).',
-    ),
-    eventOf('log', z.object({ level: z.string(), message: z.string(), data: z.unknown().optional(), at: time }), 'A log line of the handler.'),
-    eventOf('partial', z.object({ chunk: z.string(), at: time }), 'Incremental output (LLM tokens, a section of a report); the chunks add up to `output`.'),
-    eventOf('done', z.object({ result: z.unknown(), at: time }), 'The task ended with its result. Final.'),
-    eventOf('failed', z.object({ error: taskErrorSchema, at: time }), 'The task failed for good. Final.'),
-    eventOf('cancelled', z.object({ at: time, reason: z.string().nullable().optional() }), 'The task was cancelled (DELETE /tasks/{id}). Final.'),
-    eventOf(
-      'workflow',
-      z.object({ status: workflowStatus, error: taskErrorSchema.optional(), at: time }),
-      'A workflow’s own end, in GET /workflows/{id}/events only.',
-    ),
+    eventOf('status', statusData, EVENT_TEXT.status),
+    eventOf('progress', progressData, EVENT_TEXT.progress),
+    eventOf('log', logData, EVENT_TEXT.log),
+    eventOf('partial', partialData, EVENT_TEXT.partial),
+    eventOf('done', doneData, EVENT_TEXT.done),
+    eventOf('failed', failedData, EVENT_TEXT.failed),
+    eventOf('cancelled', cancelledData, EVENT_TEXT.cancelled),
+    eventOf('workflow', workflowData, EVENT_TEXT.workflow),
   ])
   .meta({ description: 'One entry of a task’s history, and one server-sent event of GET /tasks/{id}/events.' });
+
+/** What GET /workflows/{id}/events adds to each event's data: the step it is of (null in the `workflow` event). */
+const stepOf = {
+  task_id: taskIdSchema.nullable().meta({ description: 'The step’s task; null in the `workflow` event.' }),
+  step: z.string().nullable().meta({ description: 'The step’s id; null in the `workflow` event.' }),
+};
+export const workflowEventSchema = z
+  .discriminatedUnion('event', [
+    eventOf('status', statusData.extend(stepOf), EVENT_TEXT.status),
+    eventOf('progress', progressData.extend(stepOf), EVENT_TEXT.progress),
+    eventOf('log', logData.extend(stepOf), EVENT_TEXT.log),
+    eventOf('partial', partialData.extend(stepOf), EVENT_TEXT.partial),
+    eventOf('done', doneData.extend(stepOf), EVENT_TEXT.done),
+    eventOf('failed', failedData.extend(stepOf), EVENT_TEXT.failed),
+    eventOf('cancelled', cancelledData.extend(stepOf), EVENT_TEXT.cancelled),
+    eventOf('workflow', workflowData.extend(stepOf), 'The workflow’s own end: the last event of the stream.'),
+  ])
+  .meta({ description: 'One server-sent event of GET /workflows/{id}/events: an event of one of its steps, with the step in its data.' });
 
 export const taskViewSchema = z.object({
   task_id: taskIdSchema,
@@ -313,6 +340,7 @@ type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 export const _schemasMatchViews: [
   Same<z.infer<typeof taskViewSchema>, TaskView>,
   Same<z.infer<typeof taskEventSchema>, TaskEventView>,
+  Same<z.infer<typeof workflowEventSchema>, WorkflowEventView>,
   Same<z.infer<typeof acceptedViewSchema>, AcceptedView>,
   Same<z.infer<typeof taskListViewSchema>, TaskListView>,
   Same<z.infer<typeof quotaViewSchema>, QuotaView>,
@@ -323,12 +351,13 @@ export const _schemasMatchViews: [
   Same<z.infer<typeof workflowAcceptedViewSchema>, WorkflowAcceptedView>,
   Same<z.infer<typeof deadLetterListViewSchema>, DeadLetterListView>,
   Same<z.infer<typeof redriveViewSchema>, RedriveView>,
-] = [true, true, true, true, true, true, true, true, true, true, true, true];
+] = [true, true, true, true, true, true, true, true, true, true, true, true, true];
 
 /** The schemas of the answers, by their name under `components.schemas`. */
 export const RESPONSE_SCHEMAS = {
   TaskError: taskErrorSchema,
   TaskEvent: taskEventSchema,
+  WorkflowEvent: workflowEventSchema,
   TaskView: taskViewSchema,
   AcceptedView: acceptedViewSchema,
   TaskListView: taskListViewSchema,

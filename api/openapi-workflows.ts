@@ -5,7 +5,7 @@
  */
 import type { z } from 'zod';
 import { workflowStepsBody, workflowTemplateBody } from '../common/workflow-schemas.ts';
-import { TASK_ID_PATTERN } from './openapi-schemas.ts';
+import { EVENT_ID_PATTERN, TASK_ID_PATTERN } from './openapi-schemas.ts';
 import { redriveBody } from './workflows.ts';
 
 type Json = Record<string, unknown>;
@@ -42,6 +42,8 @@ export function workflowPaths(): Record<string, Json> {
   const writeScope = [{ bearerAuth: ['tasks:write'] }];
   const authErrors = { '401': ref('responses', 'Unauthorized'), '403': ref('responses', 'Forbidden') };
   const readErrors = { ...authErrors, '429': ref('responses', 'RateLimited'), '503': ref('responses', 'Unavailable') };
+  // A read with a read rate (the tenant's or the deployment's) carries its RateLimit headers.
+  const rateHeaders = { 'RateLimit-Policy': ref('headers', 'RateLimitPolicy'), RateLimit: ref('headers', 'RateLimit') };
   const workflowId = { name: 'id', in: 'path', required: true, description: 'A workflow id (a UUID).', schema: { type: 'string', pattern: TASK_ID_PATTERN } };
   const pageParams = [
     { name: 'limit', in: 'query', description: 'Entries per page (1-100, default 20).', schema: { type: 'integer', minimum: 1, maximum: 100 } },
@@ -59,11 +61,18 @@ export function workflowPaths(): Record<string, Json> {
         security: writeScope,
         requestBody: { required: true, content: json({ oneOf: [ref('schemas', 'WorkflowSteps'), ref('schemas', 'WorkflowFromTemplate')] }) },
         responses: {
-          '202': { description: 'Started; poll `status_url` or stream `events_url`.', content: json(ref('schemas', 'WorkflowAccepted')) },
+          '202': {
+            description: 'Started; poll `status_url` or stream `events_url`.',
+            headers: { Location: { description: 'The workflow’s URL (its `status_url`).', required: true, schema: { type: 'string', format: 'uri' } } },
+            content: json(ref('schemas', 'WorkflowAccepted')),
+          },
           '400': ref('responses', 'BadRequest'),
+          ...authErrors,
           '413': ref('responses', 'PayloadTooLarge'),
           '415': ref('responses', 'UnsupportedMediaType'),
-          ...readErrors,
+          // The steps are submits: the tenant's submit rate and quota (the sum of the steps' costs), as POST /tasks.
+          '429': ref('responses', 'TooManyRequests'),
+          '503': ref('responses', 'Unavailable'),
         },
       },
       get: {
@@ -73,7 +82,7 @@ export function workflowPaths(): Record<string, Json> {
         security: readScope,
         parameters: pageParams,
         responses: {
-          '200': { description: 'A page of workflows.', content: json(ref('schemas', 'WorkflowListView')) },
+          '200': { description: 'A page of workflows.', headers: rateHeaders, content: json(ref('schemas', 'WorkflowListView')) },
           '400': ref('responses', 'BadRequest'),
           ...readErrors,
         },
@@ -88,7 +97,7 @@ export function workflowPaths(): Record<string, Json> {
         summary: 'A workflow with every step’s status, progress and result',
         security: readScope,
         responses: {
-          '200': { description: 'The workflow.', content: json(ref('schemas', 'WorkflowView')) },
+          '200': { description: 'The workflow.', headers: rateHeaders, content: json(ref('schemas', 'WorkflowView')) },
           '400': ref('responses', 'BadRequest'),
           '404': ref('responses', 'NotFound'),
           ...readErrors,
@@ -119,14 +128,24 @@ export function workflowPaths(): Record<string, Json> {
         description:
           'Every event of every step, as GET /tasks/{id}/events sends them, each with `task_id` and `step` in its data; ends after the workflow’s own `workflow` event. Resume with `Last-Event-ID` (ids grow across all steps).',
         security: readScope,
-        parameters: [{ name: 'Last-Event-ID', in: 'header', description: 'Resume after this event id.', schema: { type: 'string' } }],
+        parameters: [
+          ref('parameters', 'LastEventId'),
+          {
+            name: 'last_event_id',
+            in: 'query',
+            required: false,
+            description: 'The same as `Last-Event-ID`, for clients that cannot set headers.',
+            schema: { type: 'string', pattern: EVENT_ID_PATTERN },
+          },
+        ],
         responses: {
           '200': {
             description: 'The stream.',
+            headers: rateHeaders,
             content: {
               'text/event-stream': {
                 schema: { type: 'string', description: 'Server-sent events (`event:`, `data:` JSON with `task_id` and `step`, `id:`).' },
-                'x-itemSchema': ref('schemas', 'TaskEvent'),
+                'x-itemSchema': ref('schemas', 'WorkflowEvent'),
               },
             },
           },
@@ -169,7 +188,7 @@ export function workflowPaths(): Record<string, Json> {
           ...pageParams,
         ],
         responses: {
-          '200': { description: 'A page of dead letters.', content: json(ref('schemas', 'DeadLetterList')) },
+          '200': { description: 'A page of dead letters.', headers: rateHeaders, content: json(ref('schemas', 'DeadLetterList')) },
           '400': ref('responses', 'BadRequest'),
           ...readErrors,
         },
@@ -186,6 +205,7 @@ export function workflowPaths(): Record<string, Json> {
         responses: {
           '200': { description: 'The tasks rerun.', content: json(ref('schemas', 'Redrive')) },
           '400': ref('responses', 'BadRequest'),
+          '413': ref('responses', 'PayloadTooLarge'),
           '415': ref('responses', 'UnsupportedMediaType'),
           ...readErrors,
         },

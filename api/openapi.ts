@@ -274,6 +274,38 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
     oneOf: named.map((t) => schemaRef(`${t.id}Submission`)),
     discriminator: { propertyName: 'type', mapping: Object.fromEntries(named.map((t) => [t.name, `#/components/schemas/${t.id}Submission`])) },
   };
+  // POST /mcp: the JSON-RPC 2.0 messages the MCP SDK's transport answers (not zod schemas of ours).
+  const rpcError = {
+    type: 'object',
+    required: ['code', 'message'],
+    properties: { code: { type: 'integer' }, message: { type: 'string' }, data: {} },
+  };
+  schemas.JsonRpcMessage = {
+    description: 'A JSON-RPC 2.0 response (`result` or `error`, with the request’s `id`) or notification (`method`, e.g. `notifications/progress`).',
+    type: 'object',
+    required: ['jsonrpc'],
+    properties: {
+      jsonrpc: { const: '2.0' },
+      id: { type: ['string', 'integer', 'null'] },
+      result: { type: 'object' },
+      error: rpcError,
+      method: { type: 'string' },
+      params: { type: 'object' },
+    },
+    oneOf: [{ required: ['id', 'result'] }, { required: ['id', 'error'] }, { required: ['method'] }],
+  };
+  schemas.JsonRpcErrorResponse = {
+    description: 'A JSON-RPC 2.0 error answering a request the transport refused, `id` null.',
+    type: 'object',
+    required: ['jsonrpc', 'error', 'id'],
+    properties: { jsonrpc: { const: '2.0' }, error: rpcError, id: { type: 'null' } },
+  };
+  schemas.McpEvent = {
+    description: 'One server-sent event of POST /mcp.',
+    type: 'object',
+    required: ['event', 'data'],
+    properties: { event: { const: 'message' }, id: { type: 'string' }, data: schemaRef('JsonRpcMessage') },
+  };
   schemas.Submission = {
     description: 'POST /tasks accepts two body forms. Unknown fields are refused (400) at every level.',
     oneOf: [schemaRef('SeedSubmission'), schemaRef('GeneralSubmission')],
@@ -291,6 +323,18 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
     headers: rateHeaders,
     content: json(schemaRef('TaskView'), examples),
   });
+
+  // The dashboard's files are for a browser: api/ui.ts sends these with each.
+  const uiHeaders = {
+    'Content-Security-Policy': {
+      description: 'Scripts, styles and data from this origin only; no frames, no forms.',
+      required: true,
+      schema: { type: 'string' },
+    },
+    'X-Content-Type-Options': { required: true, schema: { const: 'nosniff' } },
+    'X-Frame-Options': { required: true, schema: { const: 'DENY' } },
+    'Referrer-Policy': { required: true, schema: { const: 'no-referrer' } },
+  };
 
   const waitText = `Hold the answer until the task ends or this many seconds pass (at most ${opts.maxWaitSeconds}).`;
   const submitQuery = queryParams(postQuery(opts.maxWaitSeconds), {
@@ -654,17 +698,25 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
           '200': {
             description:
               'The answers to the request’s messages, as server-sent events (`event: message`, `data:` a JSON-RPC response); progress notifications of wait_for_tasks come first when the call asked for them.',
-            content: { 'text/event-stream': { schema: { type: 'string' } }, 'application/json': { schema: { type: ['object', 'array'] } } },
+            content: {
+              'text/event-stream': {
+                schema: { type: 'string', description: 'Server-sent events: `event: message` and one `data:` line, a JSON-RPC message.' },
+                'x-itemSchema': schemaRef('McpEvent'),
+              },
+            },
           },
           '202': { description: 'Accepted: the body held only notifications or responses.' },
-          '400': { description: 'Not a JSON-RPC message: a JSON-RPC error object.', content: json({ type: 'object' }) },
+          '400': { description: 'Not a JSON-RPC message: a JSON-RPC error object.', content: json(schemaRef('JsonRpcErrorResponse')) },
           '401': responseRef('Unauthorized'),
           '406': {
             description: 'The Accept header lacks `application/json` or `text/event-stream`: a JSON-RPC error object.',
-            content: json({ type: 'object' }),
+            content: json(schemaRef('JsonRpcErrorResponse')),
           },
-          '413': { description: `The body is over API_BODY_LIMIT (here ${opts.bodyLimit} bytes): a JSON-RPC error object.`, content: json({ type: 'object' }) },
-          '415': { description: 'The body is not `application/json`: a JSON-RPC error object.', content: json({ type: 'object' }) },
+          '413': {
+            description: `The body is over API_BODY_LIMIT (here ${opts.bodyLimit} bytes): a JSON-RPC error object.`,
+            content: json(schemaRef('JsonRpcErrorResponse')),
+          },
+          '415': { description: 'The body is not `application/json`: a JSON-RPC error object.', content: json(schemaRef('JsonRpcErrorResponse')) },
         },
       },
     },
@@ -717,6 +769,7 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
       },
     },
     '/openapi.json': {
+      description: 'Other methods answer 405 with `Allow: GET`.',
       get: {
         operationId: 'openapi',
         tags: ['docs'],
@@ -726,6 +779,7 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
       },
     },
     '/docs': {
+      description: 'Other methods answer 405 with `Allow: GET`.',
       get: {
         operationId: 'docs',
         tags: ['docs'],
@@ -735,6 +789,7 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
       },
     },
     '/docs/{file}': {
+      description: 'Other methods answer 405 with `Allow: GET`.',
       get: {
         operationId: 'docsAsset',
         tags: ['docs'],
@@ -753,15 +808,23 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
       },
     },
     '/ui': {
+      description: 'Other methods answer 405 with `Allow: GET`.',
       get: {
         operationId: 'dashboard',
         tags: ['dashboard'],
         summary: 'The live dashboard (a page; its data calls use the routes above with the caller’s key)',
         security: publicRoute,
-        responses: { '200': { description: 'The page, with a strict Content-Security-Policy.', content: { 'text/html': { schema: { type: 'string' } } } } },
+        responses: {
+          '200': {
+            description: 'The page, with a strict Content-Security-Policy.',
+            headers: uiHeaders,
+            content: { 'text/html': { schema: { type: 'string' } } },
+          },
+        },
       },
     },
     '/ui/{file}': {
+      description: 'Other methods answer 405 with `Allow: GET`.',
       get: {
         operationId: 'dashboardAsset',
         tags: ['dashboard'],
@@ -771,6 +834,7 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
         responses: {
           '200': {
             description: 'The file.',
+            headers: uiHeaders,
             content: Object.fromEntries([...new Set([...UI_FILES.values()].map((t) => t.split(';')[0] ?? t))].map((t) => [t, { schema: { type: 'string' } }])),
           },
           '404': responseRef('NotFound'),
