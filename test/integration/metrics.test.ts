@@ -1,8 +1,9 @@
 /**
  * Metrics and statistics on the real stack (Kafka, Redis, AUTH=keys; the API and one worker
  * as processes): a few tasks run, one failing its only attempt; the API's /metrics and the
- * worker's METRICS_PORT count exactly them; /stats counts them and lists the live worker,
- * which leaves the list within two heartbeats of a SIGKILL.
+ * worker's METRICS_PORT count exactly them (and the children a handler's ctx.spawn starts, on
+ * the worker's); /stats counts them and lists the live worker, which leaves the list within
+ * two heartbeats of a SIGKILL; with no worker left, the Kafka lag of a priority is its queued tasks.
  */
 import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
@@ -89,8 +90,8 @@ describe('metrics and statistics on kafka', () => {
 
     // The API: submissions, HTTP requests by route pattern, request publishes, backlog.
     const apiMetrics = await (await fetch(`${api.url}/metrics`)).text();
-    expect(sample(apiMetrics, 'atq_tasks_submitted_total', { type: 'agent', outcome: 'accepted' })).toBe(4);
-    expect(sample(apiMetrics, 'atq_tasks_submitted_total', { type: 'other', outcome: 'rejected' })).toBe(1);
+    expect(sample(apiMetrics, 'atq_tasks_submitted_total', { type: 'agent', outcome: 'accepted', source: 'http' })).toBe(4);
+    expect(sample(apiMetrics, 'atq_tasks_submitted_total', { type: 'other', outcome: 'rejected', source: 'http' })).toBe(1);
     expect(sample(apiMetrics, 'atq_http_requests_total', { method: 'POST', route: '/tasks', status: '202' })).toBe(4);
     expect(sample(apiMetrics, 'atq_http_requests_total', { method: 'GET', route: '/tasks/:id', status: '200' })).toBe(4);
     expect(sample(apiMetrics, 'atq_broker_publish_duration_seconds_count', { kind: 'request', outcome: 'ok' })).toBe(4);
@@ -127,6 +128,17 @@ describe('metrics and statistics on kafka', () => {
     expect(stats.workers.map((x) => x.id)).toEqual(['metrics-w1']);
     expect(stats.workers[0]).toMatchObject({ concurrency: 2, version: '0.1.0' });
     expect(stats.backlog.normal).toEqual(expect.any(Number));
+
+    // A handler's ctx.spawn runs in the worker: its children count on the worker's METRICS_PORT.
+    expect((await call('POST', '/tasks', { type: 'report_coordinator', input: { topic: 'keyboards', parts: 1 } })).status).toBe(202);
+    await waitFor(
+      'the spawned steps counted',
+      async () => sample(await scrapeWorker(), 'atq_tasks_submitted_total', { type: 'report_writer', outcome: 'accepted', source: 'spawn' }) === 1,
+      {
+        timeoutMs: 10_000,
+      },
+    );
+    expect(sample(await scrapeWorker(), 'atq_tasks_submitted_total', { type: 'report_analyst', outcome: 'accepted', source: 'spawn' })).toBe(1);
   });
 
   it('drops a SIGKILLed worker from /stats within two heartbeats', { timeout: 30_000 }, async () => {
@@ -138,5 +150,23 @@ describe('metrics and statistics on kafka', () => {
       { timeoutMs: 10_000, intervalMs: 100 },
     );
     expect(Date.now() - killedAt).toBeLessThanOrEqual(2 * HEARTBEAT_MS + 500);
+  });
+
+  it('with no worker consuming, the backlog of a priority is the tasks queued on it (Kafka consumer lag)', { timeout: 30_000 }, async () => {
+    // The only worker is dead (above): nothing commits offsets. High priority had no task yet.
+    const n = 3;
+    for (let i = 0; i < n; i++) expect((await call('POST', '/tasks', { type: 'agent', priority: 'high', input: { content: `queued ${i}` } })).status).toBe(202);
+    // The API caches the backlog for 5 s.
+    const backlog = await waitFor(
+      'the backlog of high to be the queued tasks',
+      async () => {
+        const text = await (await fetch(`${api.url}/metrics`)).text();
+        const high = sample(text, 'atq_backlog_messages', { priority: 'high' });
+        return high === n && text;
+      },
+      { timeoutMs: 8000, intervalMs: 200 },
+    );
+    expect(sample(backlog, 'atq_backlog_messages', { priority: 'low' })).toBe(0);
+    expect(((await (await call('GET', '/stats')).json()) as StatsView).backlog.high).toBe(n);
   });
 });
