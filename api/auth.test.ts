@@ -218,10 +218,9 @@ describe('quotas', () => {
     const refused = await call(k.secret, 'POST', `/tasks/${a}/retry`);
     expect(refused.status).toBe(429);
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
-    expect(((await refused.json()) as ErrorJson).error).toMatchObject({
-      code: 'quota_exceeded',
-      message: expect.stringMatching(/a rerun of this stock_screening_workflow task costs 5/),
-    });
+    const refusal = ((await refused.json()) as ErrorJson).error;
+    expect(refusal.code).toBe('quota_exceeded');
+    expect(refusal.message).toMatch(/a rerun of this stock_screening_workflow task costs 5/);
     expect(await store.get(a)).toMatchObject({ status: 'cancelled', reruns: 0 });
     await call(k.secret, 'DELETE', `/tasks/${b}`);
     expect((await call(k.secret, 'POST', `/tasks/${a}/retry`)).status).toBe(202);
@@ -278,6 +277,25 @@ describe('idempotent replays', () => {
     stall = false;
     const retry = await submit(k.secret, body, { 'idempotency-key': 'same' });
     expect(retry.status).toBe(202);
+  });
+
+  it('a replay never answers 202 for a task whose first publish failed and is not yet marked failed', async () => {
+    // The publish fails after the timeout, and so does marking the task failed (Redis trouble): the task stays
+    // queued and unpublished, and may yet end failed (the background retry) or run (the relay).
+    const broker = new MemoryBroker();
+    const publish = broker.publish.bind(broker);
+    broker.publish = (topic: string, m: OutgoingMessage) =>
+      topic === TOPIC ? new Promise((_, reject) => setTimeout(() => reject(new Error('broker stalled')), 400)) : publish(topic, m);
+    const { keyFor, submit, store } = setup({ broker });
+    store.failQueued = () => Promise.reject(new Error('redis timeout'));
+    const k = await keyFor('acme');
+    const firstP = submit(k.secret, undefined, { 'idempotency-key': 'stuck' });
+    await new Promise((r) => setTimeout(r, 30));
+    const replay = await submit(k.secret, undefined, { 'idempotency-key': 'stuck' });
+    expect((await firstP).status).toBe(503);
+    expect(replay.status).toBe(503);
+    expect(((await replay.json()) as ErrorJson).error.message).toMatch(/has not published task .* yet; retry with the same key/);
+    expect((await store.list({ tenant: 'acme', limit: 10 })).tasks.map((t) => [t.status, t.requestPublished])).toEqual([['queued', false]]);
   });
 
   it('a replay while the first publish is slow but succeeds answers 202 only after it is out', async () => {

@@ -174,8 +174,10 @@ async function submitTraced(
  * A replay answers what the first request answered: while that request is still publishing
  * (the record is queued and its message not yet acknowledged), it waits for the outcome. A
  * publish that failed ends the task `failed` with broker_unavailable before the first
- * request's 503, so the replay answers 503 too. If the first API died meanwhile, the relay
- * publishes the task: then, after the publish timeout, a 202 is true as well.
+ * request's 503, so the replay answers 503 too. A task still unpublished after the first
+ * request's publish timeout (its API died, or could not record the failure yet) is a 503 as
+ * well: it may yet end failed, so a 202 would promise too much; the client retries with the
+ * same key and gets 202 once the relay has published it, or a new task once it has failed.
  */
 async function replayOutcome(deps: SubmitDeps, id: string): Promise<TaskRecord | null> {
   const deadline = Date.now() + deps.publishTimeoutMs + 1000;
@@ -186,7 +188,10 @@ async function replayOutcome(deps: SubmitDeps, id: string): Promise<TaskRecord |
     if (task.status === 'failed' && task.attempt === 0 && task.error?.code === 'broker_unavailable') {
       throw new UnavailableError('broker', `the broker did not accept the task: ${task.error.message}`);
     }
-    if (!unpublished || Date.now() >= deadline) return task;
+    if (!unpublished) return task;
+    if (Date.now() >= deadline) {
+      throw new UnavailableError('broker', `the first request with this Idempotency-Key has not published task ${id} yet; retry with the same key`);
+    }
     await sleep(pause);
   }
 }
