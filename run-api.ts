@@ -46,7 +46,7 @@ await worker?.start();
 const relay = startRelay({ store, broker, topic: config.topics.request, logger });
 // Cron schedules: every API and worker process fires them (each slot once, across all of them).
 const schedules = await createScheduleStore(config, logger);
-const scheduler = startScheduler(config, { schedules, store, broker, registry, logger });
+const scheduler = startScheduler(config, { schedules, store, broker, registry, logger, metrics });
 
 const stopping = new AbortController();
 const app = createApp({

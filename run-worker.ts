@@ -43,7 +43,7 @@ const metricsServer = config.metricsPort > 0 ? await serveMetrics(metrics, confi
 const relay = startRelay({ store, broker, topic: config.topics.request, logger });
 // Cron schedules: every API and worker process fires them (each slot once, across all of them).
 const schedules = await createScheduleStore(config, logger);
-const scheduler = startScheduler(config, { schedules, store, broker, registry: defaultRegistry(), logger });
+const scheduler = startScheduler(config, { schedules, store, broker, registry: defaultRegistry(), logger, metrics });
 onShutdown(logger, () =>
   closeAll(logger, [
     // No new firings while the process stops (the other replicas fire them).
