@@ -163,7 +163,7 @@ export function workflowPaths(): Record<string, Json> {
         tags: ['tasks'],
         summary: 'Rerun a failed or cancelled task',
         description:
-          'Queued again with a fresh set of attempts; its history is kept, and a `status` event with `rerun` marks the rerun. It leaves the dead letters. A workflow step cannot be rerun alone (409).',
+          'Queued again with a fresh set of attempts; its history is kept, and a `status` event with `rerun` marks the rerun. It leaves the dead letters. A workflow step cannot be rerun alone (409). A rerun is new work: it spends the task’s quota units again, and answers 429 `quota_exceeded` when they are short.',
         security: writeScope,
         responses: {
           '202': { description: 'The task, `queued` again.', content: json(ref('schemas', 'TaskView')) },
@@ -171,6 +171,7 @@ export function workflowPaths(): Record<string, Json> {
           '404': ref('responses', 'NotFound'),
           '409': { description: 'Not failed or cancelled, or a workflow step (`task_not_retryable`).', content: json(ref('schemas', 'Error')) },
           ...readErrors,
+          '429': ref('responses', 'TooManyRequests'),
         },
       },
     },
@@ -200,6 +201,8 @@ export function workflowPaths(): Record<string, Json> {
         operationId: 'redriveDeadLetters',
         tags: ['dead letters'],
         summary: 'Rerun dead letters: all, by type, by error code, or by id',
+        description:
+          'Each rerun spends its task’s quota units again. The redrive stops at the first task whose units are short: the rest stay dead letters for when the window resets (429 `quota_exceeded` when none was rerun).',
         security: writeScope,
         requestBody: { required: true, content: json(ref('schemas', 'RedriveRequest')) },
         responses: {
@@ -208,6 +211,7 @@ export function workflowPaths(): Record<string, Json> {
           '413': ref('responses', 'PayloadTooLarge'),
           '415': ref('responses', 'UnsupportedMediaType'),
           ...readErrors,
+          '429': ref('responses', 'TooManyRequests'),
         },
       },
     },
