@@ -70,6 +70,16 @@ describe('createLogger', () => {
     expect(b?.cause).toMatchObject({ type: 'Error', message: 'deeper' });
   });
 
+  it('redacts a handler’s payload fields two levels down (ctx.log data sits under data)', () => {
+    const { logger, lines, records } = capture();
+    logger.info('llm call', { data: { prompt: 'the user secret', step: 2, call: { messages: ['hi'], completion: 'answer', tokens: 9 } }, attempt: 1 });
+    expect(records()[0]).toMatchObject({
+      data: { prompt: '[redacted]', step: 2, call: { messages: '[redacted]', completion: '[redacted]', tokens: 9 } },
+      attempt: 1,
+    });
+    expect(lines[0]).not.toMatch(/the user secret|answer/);
+  });
+
   it('redacts payloads and credentials, at the top level and one level down', () => {
     const { logger, lines, records } = capture({}, { input: { content: 'bound secret' } });
     logger.info('x', {

@@ -32,14 +32,15 @@ export interface LoggerOptions {
 }
 
 /** Fields that hold what callers sent or tasks produced: redacted unless payloads are logged. */
-export const PAYLOAD_FIELDS = ['input', 'output', 'result', 'results', 'content', 'body'] as const;
+export const PAYLOAD_FIELDS = ['input', 'output', 'result', 'results', 'content', 'body', 'prompt', 'messages', 'completion', 'chunk'] as const;
 /** Fields that hold credentials: always redacted. */
 export const SECRET_FIELDS = ['authorization', 'password', 'secret', 'api_key', 'apiKey', 'token'] as const;
 export const REDACTED = '[redacted]';
 
 function redactPaths(payloads: boolean): string[] {
   const fields: string[] = payloads ? [...SECRET_FIELDS] : [...PAYLOAD_FIELDS, ...SECRET_FIELDS];
-  return [...fields, ...fields.map((f) => `*.${f}`)];
+  // At the top level and two levels down: a handler's ctx.log data sits under `data`, so its own objects are one level more.
+  return [...fields, ...fields.map((f) => `*.${f}`), ...fields.map((f) => `*.*.${f}`)];
 }
 
 const NO_TRACE = Object.freeze({});

@@ -61,7 +61,8 @@ export async function runAttempt(
       return recorder.add({ type: 'progress', data: { percent: p, message: message ?? null } });
     },
     log: (level, message, data) => {
-      log[level](message, { ...data, attempt: task.attempt });
+      // The handler's data under `data`, so it cannot overwrite the line's own fields (task_id, attempt); redacted as any line's.
+      log[level](message, data === undefined ? { attempt: task.attempt } : { data, attempt: task.attempt });
       void recorder.add({ type: 'log', data: data === undefined ? { level, message } : { level, message, data } });
     },
     partial: (chunk) => (typeof chunk === 'string' && chunk !== '' ? recorder.add({ type: 'partial', data: { chunk } }) : Promise.resolve()),
