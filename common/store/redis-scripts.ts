@@ -593,6 +593,39 @@ local now = now_ms()
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id) end
 return ids`,
+
+  /**
+   * A worker's heartbeat, on Redis's clock (so hosts with skewed clocks agree on who is live).
+   * KEYS[1] workers hash, KEYS[2] beats (id → expiry). ARGV: id, info JSON without seenAt, ttl ms.
+   */
+  heartbeat: `${PRELUDE}
+local now = now_ms()
+-- ARGV[2] is a JSON object: seenAt goes in before its closing brace (no decode, no number rounding).
+redis.call('HSET', KEYS[1], ARGV[1], string.sub(ARGV[2], 1, -2) .. ',"seenAt":' .. now .. '}')
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+return now`,
+
+  /**
+   * The live workers, and the dead ones dropped, in one step: a worker beating while this runs
+   * keeps its entry (a read-then-delete from the client could drop the fresh one).
+   * KEYS[1] workers hash, KEYS[2] beats. Answers id, info pairs of the live ones.
+   */
+  workers: `${PRELUDE}
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')
+local alive = {}
+for _, id in ipairs(live) do alive[id] = true end
+for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if not alive[id] then redis.call('HDEL', KEYS[1], id) end
+end
+local out = {}
+if #live == 0 then return out end
+local infos = redis.call('HMGET', KEYS[1], unpack(live))
+for i, id in ipairs(live) do
+  if infos[i] then table.insert(out, id); table.insert(out, infos[i]) end
+end
+return out`,
 } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;

@@ -717,39 +717,22 @@ export class RedisTaskStore implements TaskStore {
 
   async heartbeat(info: WorkerInfo, ttlMs: number): Promise<void> {
     const k = this.keys;
-    const now = Date.now();
-    await this.call('heartbeat', () =>
-      this.client
-        .multi()
-        .hSet(k.workers(), info.id, JSON.stringify({ ...info, seenAt: now }))
-        .zAdd(k.workerBeats(), { score: now + ttlMs, value: info.id })
-        .exec(),
-    );
+    const { seenAt: _seenAt, ...rest } = info;
+    await this.script('heartbeat', [k.workers(), k.workerBeats()], [info.id, JSON.stringify(rest), ttlMs]);
   }
 
   async workers(): Promise<WorkerInfo[]> {
     const k = this.keys;
-    const now = Date.now();
-    const [live, all] = (await this.call('workers', () =>
-      this.client.multi().zRangeByScore(k.workerBeats(), now, '+inf').hGetAll(k.workers()).exec(),
-    )) as unknown as [string[], Record<string, string>];
-    const alive = new Set(live);
-    const stale = Object.keys(all).filter((id) => !alive.has(id));
-    if (stale.length > 0) {
-      // Dead workers' entries go; a worker that beats again meanwhile writes its entry anew.
-      await this.call('workers', () => this.client.multi().hDel(k.workers(), stale).zRemRangeByScore(k.workerBeats(), '-inf', now).exec());
-    }
+    const reply = (await this.script('workers', [k.workers(), k.workerBeats()], [])) as string[];
     const out: WorkerInfo[] = [];
-    for (const id of [...alive].sort()) {
-      const raw = all[id];
-      if (!raw) continue;
+    for (let i = 0; i + 1 < reply.length; i += 2) {
       try {
-        out.push(JSON.parse(raw) as WorkerInfo);
+        out.push(JSON.parse(reply[i + 1] ?? '') as WorkerInfo);
       } catch {
         // A malformed entry is skipped; its worker's next heartbeat rewrites it.
       }
     }
-    return out;
+    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   async removeWorker(id: string): Promise<void> {

@@ -679,7 +679,13 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       }
       expect((await mine()).map((w) => w.id)).toEqual([a]);
       expect((await mine())[0]?.running).toBe(1);
+      // b comes back (a paused process): listed again with its next beat, and reads racing beats never drop a live one.
+      await store.heartbeat(info(b, 3), 2 * beatMs);
+      const reads = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? store.heartbeat(info(b, 3), 2 * beatMs) : mine())));
+      for (const r of reads.filter((x) => Array.isArray(x))) expect(r.map((w) => w.id).sort()).toEqual([a, b].sort());
+      expect((await mine()).find((w) => w.id === b)).toMatchObject({ running: 3, startedAt: expect.any(Number) as number });
       await store.removeWorker(a);
+      await store.removeWorker(b);
       expect(await mine()).toEqual([]);
     });
 
