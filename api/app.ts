@@ -5,7 +5,7 @@
 import { Hono, type Context } from 'hono';
 import type { z } from 'zod';
 import type { Broker } from '../common/broker/port.ts';
-import { MethodNotAllowedError, NotFoundError, TaskFinishedError, TooManyRequestsError, ValidationError, errorMessage, withTimeout } from '../common/errors.ts';
+import { MethodNotAllowedError, NotFoundError, TaskFinishedError, ValidationError, errorMessage, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { publishResult } from '../common/results.ts';
 import type { TaskRegistry } from '../common/registry.ts';
@@ -22,7 +22,7 @@ import type { Metrics } from '../common/metrics.ts';
 import type { Backlog } from '../common/backlog.ts';
 import { Authenticator, requireScope, type AppEnv, type AuthOptions, type DefaultLimits, type Principal } from './auth.ts';
 import { renderError, validationError } from './errors.ts';
-import { rateLimitHeaders } from './limits.ts';
+import { rateLimitHeaders, rateLimitedError } from '../common/limits.ts';
 import { readSubmission } from './request.ts';
 import { buildOpenApiDocument, isPublicDocsPath, mountDocs } from './openapi.ts';
 import { mountMcp } from './mcp.ts';
@@ -135,17 +135,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       const perSecond = p.limits.readsPerSecond ?? limits.readsPerSecond;
       const r = perSecond > 0 ? await store.hit(p.tenant, 'reads', perSecond) : null;
       if (r) {
-        const headers = rateLimitHeaders('reads', r);
-        if (!r.allowed) {
-          const after = Math.max(1, Math.ceil(r.resetMs / 1000));
-          throw new TooManyRequestsError(
-            'rate_limited',
-            `tenant ${p.tenant} is over its limit of ${r.limit} reads per second; retry after ${after} s`,
-            after,
-            headers,
-          );
-        }
-        for (const [k, v] of Object.entries(headers)) c.header(k, v);
+        if (!r.allowed) throw rateLimitedError(p.tenant, 'reads', r);
+        for (const [k, v] of Object.entries(rateLimitHeaders('reads', r))) c.header(k, v);
       }
     }
     return p;

@@ -63,7 +63,11 @@ export function workflowPaths(): Record<string, Json> {
         responses: {
           '202': {
             description: 'Started; poll `status_url` or stream `events_url`.',
-            headers: { Location: { description: 'The workflow’s URL (its `status_url`).', required: true, schema: { type: 'string', format: 'uri' } } },
+            headers: {
+              Location: { description: 'The workflow’s URL (its `status_url`).', required: true, schema: { type: 'string', format: 'uri' } },
+              // With a submit rate (the tenant's or the deployment's), as POST /tasks.
+              ...rateHeaders,
+            },
             content: json(ref('schemas', 'WorkflowAccepted')),
           },
           '400': ref('responses', 'BadRequest'),

@@ -492,8 +492,12 @@ describe('real answers match the declared schemas: workflows, reruns, dead lette
     const one = { steps: [{ id: 'a', type: 'agent', input: { content: 'x' } }] };
     await store.setTenantLimits('busy', { submitsPerSecond: 1, readsPerSecond: 1 });
     const busy = await keyFor('busy');
-    await conforms(await call(busy, 'POST', '/workflows', one), 'POST', '/workflows', 202);
-    expect((await conforms(await call(busy, 'POST', '/workflows', one), 'POST', '/workflows', 429)).error).toMatchObject({ code: 'rate_limited' });
+    const started = await call(busy, 'POST', '/workflows', one);
+    expect([started.headers.get('ratelimit-policy'), started.headers.get('ratelimit')]).toEqual(['"submits";q=1;w=1', '"submits";r=0;t=1']);
+    await conforms(started, 'POST', '/workflows', 202);
+    const limited = await call(busy, 'POST', '/workflows', one);
+    expect(limited.headers.get('ratelimit')).toBe('"submits";r=0;t=1');
+    expect((await conforms(limited, 'POST', '/workflows', 429)).error).toMatchObject({ code: 'rate_limited' });
     const listed = await call(busy, 'GET', '/workflows');
     expect(listed.headers.get('ratelimit-policy')).toBe('"reads";q=1;w=1');
     await conforms(listed, 'GET', '/workflows', 200);

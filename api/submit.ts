@@ -9,7 +9,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Broker } from '../common/broker/port.ts';
 import { retrying } from '../common/backoff.ts';
 import { sleep } from '../common/backoff.ts';
-import { IdempotencyKeyReusedError, TooManyRequestsError, UnavailableError, errorMessage, withTimeout } from '../common/errors.ts';
+import { IdempotencyKeyReusedError, UnavailableError, errorMessage, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { countSubmission, type Metrics, type SubmitSource } from '../common/metrics.ts';
 import { requestOutgoing, requestTopicFor } from '../common/messages.ts';
@@ -17,7 +17,7 @@ import { costOf, type TaskRegistry } from '../common/registry.ts';
 import type { Admission, RateState, TaskStore } from '../common/store/port.ts';
 import type { NewTask, Priority, TaskError, TaskRecord } from '../common/task.ts';
 import { SpanKind, inSpan, traceHeaders } from '../common/tracing.ts';
-import { rateLimitHeaders } from './limits.ts';
+import { quotaExceededError, rateLimitedError } from '../common/limits.ts';
 
 export interface SubmitDeps {
   store: TaskStore;
@@ -108,23 +108,10 @@ async function submitTraced(
   // Rate limit, idempotency, quota and the record: one round trip.
   const created = await deps.store.create(task, task.createdAt + deps.relayAfterMs, { ...(idem ? { idempotency: idem } : {}), admission });
   const rate = created.outcome !== 'exists' && created.outcome !== 'quota_exceeded' ? created.rate : undefined;
-  if (created.outcome === 'rate_limited') {
-    const after = Math.max(1, Math.ceil(created.rate.resetMs / 1000));
-    throw new TooManyRequestsError(
-      'rate_limited',
-      `tenant ${tenant} is over its limit of ${created.rate.limit} submits per second; retry after ${after} s`,
-      after,
-      rateLimitHeaders('submits', created.rate),
-    );
-  }
+  if (created.outcome === 'rate_limited') throw rateLimitedError(tenant, 'submits', created.rate);
   if (created.outcome === 'quota_exceeded') {
-    const u = created.usage;
-    const after = Math.max(1, Math.ceil(created.retryAfterMs / 1000));
-    throw new TooManyRequestsError(
-      'quota_exceeded',
-      `tenant ${tenant} has ${u.units - u.spent} of its ${u.units} quota units left in this ${u.windowSeconds} s window, and a ${req.type} task costs ${admission.cost}${admission.downgrade ? ` (${admission.downgrade.cost} in its cheaper form)` : ''}; the window resets at ${new Date(u.resetsAt).toISOString()}`,
-      after,
-    );
+    const cheaper = admission.downgrade ? ` (${admission.downgrade.cost} in its cheaper form)` : '';
+    throw quotaExceededError(tenant, created.usage, created.retryAfterMs, `a ${req.type} task costs ${admission.cost}${cheaper}`);
   }
   if (created.outcome === 'replay') {
     if (created.fingerprint !== idem?.fingerprint) throw new IdempotencyKeyReusedError(created.taskId);

@@ -6,7 +6,8 @@
 import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import type { Broker } from '../common/broker/port.ts';
-import { ConflictError, NotFoundError, TooManyRequestsError, ValidationError, errorMessage, quotaExceededError, withTimeout } from '../common/errors.ts';
+import { ConflictError, NotFoundError, TooManyRequestsError, ValidationError, errorMessage, withTimeout } from '../common/errors.ts';
+import { quotaExceededError, rateLimitHeaders } from '../common/limits.ts';
 import type { Logger } from '../common/logger.ts';
 import { requestOutgoing, requestTopicFor } from '../common/messages.ts';
 import { costOf, type TaskRegistry } from '../common/registry.ts';
@@ -104,6 +105,7 @@ export function mountWorkflows(app: Hono<Env>, deps: WorkflowRouteDeps): void {
     logger.info('workflow accepted', { workflow_id: started.workflowId, tenant: p.tenant, name: spec.name, steps: spec.steps.length });
     const statusUrl = new URL(`/workflows/${started.workflowId}`, c.req.url).toString();
     c.header('Location', statusUrl);
+    if (started.rate) for (const [k, v] of Object.entries(rateLimitHeaders('submits', started.rate))) c.header(k, v);
     const body: WorkflowAcceptedView = {
       workflow_id: started.workflowId,
       status: 'running',

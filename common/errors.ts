@@ -105,23 +105,6 @@ export class TooManyRequestsError extends AppError {
   }
 }
 
-/**
- * The 429 of a tenant short of quota units: how many are left of how many, what `what` costs
- * (e.g. "a report task costs 5"), and when the window resets (Retry-After).
- */
-export function quotaExceededError(
-  tenant: string,
-  usage: { units: number; spent: number; windowSeconds: number; resetsAt: number },
-  retryAfterMs: number,
-  what: string,
-): TooManyRequestsError {
-  return new TooManyRequestsError(
-    'quota_exceeded',
-    `tenant ${tenant} has ${usage.units - usage.spent} of its ${usage.units} quota units left in this ${usage.windowSeconds} s window, and ${what}; the window resets at ${new Date(usage.resetsAt).toISOString()}`,
-    Math.max(1, Math.ceil(retryAfterMs / 1000)),
-  );
-}
-
 /** The client went away before its request was read (an aborted upload): routine, nobody to answer. */
 export class ClientAbortedError extends AppError {
   constructor(message = 'the client closed the connection before the request was read', opts: { cause?: unknown } = {}) {

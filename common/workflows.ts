@@ -8,12 +8,13 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import type { Broker } from './broker/port.ts';
-import { TooManyRequestsError, UnavailableError, ValidationError, errorMessage, withTimeout } from './errors.ts';
+import { UnavailableError, ValidationError, errorMessage, withTimeout } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { submitOutcomeOf, type Metrics, type SubmitOutcome } from './metrics.ts';
 import { requestOutgoing, requestTopicFor } from './messages.ts';
+import { quotaExceededError, rateLimitedError } from './limits.ts';
 import { costOf, type TaskRegistry } from './registry.ts';
-import type { NewStep, NewWorkflow, TaskStore } from './store/port.ts';
+import type { NewStep, NewWorkflow, RateState, TaskStore } from './store/port.ts';
 import type { NewTask, Priority, TaskRecord } from './task.ts';
 import { workflowStepsBody, workflowTemplateBody } from './workflow-schemas.ts';
 
@@ -120,6 +121,8 @@ export interface StartedWorkflow {
   steps: Record<string, string>;
   /** False when a workflow of this id existed already (a spawn run again): nothing new was started. */
   created: boolean;
+  /** The tenant's submit rate after this one, when it has a limit (for the RateLimit headers). */
+  rate?: RateState;
 }
 
 /**
@@ -176,22 +179,8 @@ async function startUncounted(deps: WorkflowDeps, tenant: string, spec: Workflow
   const wf: NewWorkflow = { id, tenant, name: spec.name, userId: spec.userId, parentTaskId: opts.parentTaskId ?? null, createdAt, steps };
   const created = await deps.store.createWorkflow(wf, createdAt + deps.relayAfterMs, { admission: { ...deps.limits, cost } });
   if (created.outcome === 'exists') return { workflowId: id, steps: stepIds, created: false };
-  if (created.outcome === 'rate_limited') {
-    const after = Math.max(1, Math.ceil(created.rate.resetMs / 1000));
-    throw new TooManyRequestsError(
-      'rate_limited',
-      `tenant ${tenant} is over its limit of ${created.rate.limit} submits per second; retry after ${after} s`,
-      after,
-    );
-  }
-  if (created.outcome === 'quota_exceeded') {
-    const u = created.usage;
-    throw new TooManyRequestsError(
-      'quota_exceeded',
-      `tenant ${tenant} has ${u.units - u.spent} of its ${u.units} quota units left in this window, and this workflow's steps cost ${cost}; the window resets at ${new Date(u.resetsAt).toISOString()}`,
-      Math.max(1, Math.ceil(created.retryAfterMs / 1000)),
-    );
-  }
+  if (created.outcome === 'rate_limited') throw rateLimitedError(tenant, 'submits', created.rate);
+  if (created.outcome === 'quota_exceeded') throw quotaExceededError(tenant, created.usage, created.retryAfterMs, `this workflow's steps cost ${cost}`);
   const roots = steps.filter((s) => s.needs.length === 0).map((s) => s.task);
   try {
     await withTimeout(
@@ -211,7 +200,7 @@ async function startUncounted(deps: WorkflowDeps, tenant: string, spec: Workflow
   for (const t of roots) {
     deps.store.disarmOutbox(t.id, 0).catch((err: unknown) => deps.logger.warn('could not disarm the outbox entry', { task_id: t.id, err: errorMessage(err) }));
   }
-  return { workflowId: id, steps: stepIds, created: true };
+  return { workflowId: id, steps: stepIds, created: true, ...(created.rate ? { rate: created.rate } : {}) };
 }
 
 /**
