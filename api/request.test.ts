@@ -109,6 +109,7 @@ describe('charset', () => {
       const { post, nothingWritten } = setup();
       const json = await expectRefused(await post(body, { 'content-type': type }), 415, 'unsupported_media_type');
       expect(json.error.message).toContain(type);
+      expect(json.error.message).toMatch(/^content-type must be application\/json in UTF-8 \(charset utf-8 or none\), got /);
       await nothingWritten();
     });
   }

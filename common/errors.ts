@@ -60,7 +60,9 @@ export class PayloadTooLargeError extends AppError {
 
 export class UnsupportedMediaTypeError extends AppError {
   constructor(contentType: string | undefined) {
-    super('unsupported_media_type', `content-type must be application/json, got ${contentType ?? 'none'}`);
+    // A JSON type with another charset is refused for its charset: say so, not just "must be JSON".
+    const charset = contentType && /^application\/(?:[\w.+-]+\+)?json\s*;/i.test(contentType) ? ' in UTF-8 (charset utf-8 or none)' : '';
+    super('unsupported_media_type', `content-type must be application/json${charset}, got ${contentType ?? 'none'}`);
   }
 }
 
