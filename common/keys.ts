@@ -20,6 +20,11 @@ export interface Keys {
   outbox(): string;
   /** Idempotency-Key of a tenant → task; the client's key is hashed, so any string is safe. */
   idempotency(tenant: string, clientKey: string): string;
+  /**
+   * Idempotency-Key of a tenant → workflow (POST /workflows): a namespace of its own, so the
+   * same header value names a task on POST /tasks and a workflow on POST /workflows, apart.
+   */
+  workflowIdempotency(tenant: string, clientKey: string): string;
   /** Stream: the execution history of a task (status, progress, log, partial, end). */
   events(id: string): string;
   /** String: the partial output a handler streamed, appended. */
@@ -85,6 +90,10 @@ export function makeKeys(prefix: string): Keys {
     idempotency: (tenant, clientKey) =>
       `${prefix}idem:${createHash('sha256')
         .update(tenant === DEFAULT_TENANT ? clientKey : `${tenantPart(tenant)}\n${clientKey}`)
+        .digest('hex')}`,
+    workflowIdempotency: (tenant, clientKey) =>
+      `${prefix}wfidem:${createHash('sha256')
+        .update(`${tenantPart(tenant)}\n${clientKey}`)
         .digest('hex')}`,
     events(id) {
       if (!isTaskId(id)) throw new TypeError(`not a task id: ${JSON.stringify(id).slice(0, 60)}`);

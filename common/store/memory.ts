@@ -29,6 +29,7 @@ import {
   type WorkerInfo,
   type TransitionCode,
   type TransitionResult,
+  type CreateWorkflowOptions,
   type CreateWorkflowResult,
   type DeadLetterQuery,
   type NewWorkflow,
@@ -58,6 +59,8 @@ export class MemoryTaskStore implements TaskStore {
   private readonly outbox = new Map<string, number>();
   /** By tenant and client key. */
   private readonly idempotency = new Map<string, { taskId: string; fingerprint: string; expiresAt: number }>();
+  /** POST /workflows' keys, by tenant and client key: apart from the tasks'. */
+  private readonly workflowIdempotency = new Map<string, { workflowId: string; fingerprint: string; expiresAt: number }>();
   private readonly apiKeys = new Map<string, { key: ApiKeyRecord; hash: string }>();
   /** Secret hash → key id. */
   private readonly keyIds = new Map<string, string>();
@@ -241,6 +244,7 @@ export class MemoryTaskStore implements TaskStore {
     const now = this.now();
     for (const [id, { expiresAt }] of this.tasks) if (expiresAt !== null && expiresAt <= now) this.tasks.delete(id);
     for (const [key, { expiresAt }] of this.idempotency) if (expiresAt <= now) this.idempotency.delete(key);
+    for (const [key, { expiresAt }] of this.workflowIdempotency) if (expiresAt <= now) this.workflowIdempotency.delete(key);
   }
 
   /** A per-second counter: counts the request unless the limit is reached. */
@@ -715,7 +719,7 @@ export class MemoryTaskStore implements TaskStore {
 
   // --- delayed tasks, workflows, reruns and dead letters ---
 
-  createWorkflow(wf: NewWorkflow, publishDueAt: number, opts: { admission?: Admission } = {}): Promise<CreateWorkflowResult> {
+  createWorkflow(wf: NewWorkflow, publishDueAt: number, opts: CreateWorkflowOptions = {}): Promise<CreateWorkflowResult> {
     this.assertOpen();
     const id = wf.id.toLowerCase();
     if (this.workflows.has(id)) return Promise.resolve({ outcome: 'exists' });
@@ -725,6 +729,15 @@ export class MemoryTaskStore implements TaskStore {
     const limited = this.submitRate(tenant, adm);
     if ('limited' in limited) return Promise.resolve({ outcome: 'rate_limited', rate: limited.limited });
     const { rate } = limited;
+    const idem = opts.idempotency;
+    const idemKey = idem ? `${tenant}\n${idem.key}` : undefined;
+    if (idemKey) {
+      const bound = this.workflowIdempotency.get(idemKey);
+      if (bound && bound.expiresAt > this.now()) {
+        const replay = { outcome: 'replay' as const, workflowId: bound.workflowId, fingerprint: bound.fingerprint };
+        return Promise.resolve(rate ? { ...replay, rate } : replay);
+      }
+    }
     const spent = this.spendQuota(tenant, adm);
     if ('exceeded' in spent) return Promise.resolve(spent.exceeded);
     const { cost, quotaWindow } = spent;
@@ -766,6 +779,8 @@ export class MemoryTaskStore implements TaskStore {
       this.addEvent(tid, 'status', { status: waiting ? 'waiting' : 'queued', attempt: 0 });
       if (!waiting) this.outbox.set(tid, publishDueAt);
     });
+    if (idem && idemKey)
+      this.workflowIdempotency.set(idemKey, { workflowId: id, fingerprint: idem.fingerprint, expiresAt: this.now() + idem.ttlSeconds * 1000 });
     return Promise.resolve(rate ? { outcome: 'created', rate } : { outcome: 'created' });
   }
 
@@ -798,12 +813,14 @@ export class MemoryTaskStore implements TaskStore {
     return Promise.resolve({ workflows: structuredClone(page), next: all.length > limit && last ? { createdAt: last.createdAt, id: last.id } : null });
   }
 
-  cancelWorkflow(id: string, reason: string | null, tenant?: string): Promise<WorkflowCancelResult> {
+  cancelWorkflow(id: string, reason: string | null, tenant?: string, idempotencyKey?: string): Promise<WorkflowCancelResult> {
     this.assertOpen();
     const w = this.liveWorkflow(id);
     if (!w || (tenant !== undefined && w.tenant !== tenant)) return Promise.resolve({ outcome: 'missing' });
     if (w.status !== 'running') return Promise.resolve({ outcome: 'terminal', workflow: structuredClone(w) });
     this.endWorkflow(w.id, 'cancelled', null, undefined, reason);
+    const idemKey = `${tenant ?? DEFAULT_TENANT}\n${idempotencyKey}`;
+    if (idempotencyKey !== undefined && this.workflowIdempotency.get(idemKey)?.workflowId === w.id) this.workflowIdempotency.delete(idemKey);
     return Promise.resolve({ outcome: 'cancelled', workflow: structuredClone(w) });
   }
 

@@ -180,10 +180,21 @@ export interface WorkflowRecord {
   finishedAt: number | null;
 }
 
+export interface CreateWorkflowOptions {
+  /**
+   * An Idempotency-Key to bind to the workflow (POST /workflows). Workflow keys are apart from
+   * create's task keys: the same key may name a task and a workflow of the same tenant.
+   */
+  idempotency?: IdempotencyClaim;
+  admission?: Admission;
+}
+
 export type CreateWorkflowResult =
   | { outcome: 'created'; rate?: RateState }
   /** The workflow id exists already (a handler's ctx.spawn run again after a crash): nothing was written. */
   | { outcome: 'exists' }
+  /** The idempotency key was used before: nothing was written; here is the workflow it names. */
+  | { outcome: 'replay'; workflowId: string; fingerprint: string; rate?: RateState }
   | { outcome: 'rate_limited'; rate: RateState }
   | { outcome: 'quota_exceeded'; retryAfterMs: number; usage: QuotaUsage };
 
@@ -416,14 +427,22 @@ export interface TaskStore {
    * `queued` with their outbox armed at `publishDueAt`, the rest `waiting`. When a step ends
    * done, the same transition queues each step whose last need it was (TransitionResult.ready);
    * when one fails or is cancelled, the workflow fails (or is cancelled) and every step not
-   * finished is cancelled.
+   * finished is cancelled. With `idempotency`, the key (per tenant, in a namespace apart from
+   * create's) is bound to the workflow for its ttl, checked after the rate limit and before
+   * the quota, as create does: a key bound already answers `replay` and writes nothing.
    */
-  createWorkflow(wf: NewWorkflow, publishDueAt: number, opts?: { admission?: Admission }): Promise<CreateWorkflowResult>;
+  createWorkflow(wf: NewWorkflow, publishDueAt: number, opts?: CreateWorkflowOptions): Promise<CreateWorkflowResult>;
   getWorkflow(id: string): Promise<WorkflowRecord | null>;
   /** A tenant's workflows, newest first. */
   listWorkflows(tenant: string, limit: number, after?: ListCursor): Promise<{ workflows: WorkflowRecord[]; next: ListCursor | null }>;
-  /** Cancels every step not finished; a workflow of another tenant than `tenant` (when given) is `missing`. */
-  cancelWorkflow(id: string, reason: string | null, tenant?: string): Promise<WorkflowCancelResult>;
+  /**
+   * Cancels every step not finished; a workflow of another tenant than `tenant` (when given) is
+   * `missing`. When it cancels, it also releases `idempotencyKey` (a createWorkflow binding of
+   * `tenant`, default DEFAULT_TENANT) if that names this workflow, as failQueued does for a
+   * task: a workflow whose first steps could not be published leaves the key free for the
+   * client's retry.
+   */
+  cancelWorkflow(id: string, reason: string | null, tenant?: string, idempotencyKey?: string): Promise<WorkflowCancelResult>;
   /** Up to `limit` events of all the workflow's steps after `after`, oldest first. */
   workflowEvents(id: string, after: string | null, limit: number): Promise<WorkflowEvent[]>;
   watchWorkflow(id: string): Promise<TaskWatch>;

@@ -298,17 +298,19 @@ return {'created', downgraded, '', '', '', rl[1], rl[2], rl[3]}`,
    * A workflow and all its steps, after the admission of create (rate, then the quota for the
    * sum of the steps' costs; no downgrade). KEYS[1] workflow hash, KEYS[2] outbox, KEYS[3] the
    * tenant's workflow index, KEYS[4] tenant task index, KEYS[5] user index (or the unused key),
-   * KEYS[6] tenant limits, KEYS[7] quota, KEYS[8] submit rate.
+   * KEYS[6] tenant limits, KEYS[7] quota, KEYS[8] submit rate, KEYS[9] the workflow
+   * idempotency key (or the unused key).
    * ARGV: historyLimit, publishDueAt, workflow id, submits/s, quota units, quota window s, cost,
-   * the workflow's fields (JSON object), its steps (JSON array of {id, fields, ready}).
-   * Answers as create.
+   * the workflow's fields (JSON object), its steps (JSON array of {id, fields, ready}),
+   * idempotency value (workflowId|fingerprint, or ''), its ttl seconds.
+   * Answers as create ('replay' with the bound value).
    */
   createWorkflow: `${PRELUDE}
 PFX = string.sub(KEYS[1], 1, #KEYS[1] - 39)
 local now = now_ms()
 -- A handler's ctx.spawn run again after a crash finds its workflow there: nothing is spent twice.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', '', '', '', '', -1, -1, -1} end
-local rl, cost, qstart = admit(now, KEYS[6], KEYS[7], KEYS[8], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), nil, false, '', KEYS[1])
+local rl, cost, qstart = admit(now, KEYS[6], KEYS[7], KEYS[8], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), nil, ARGV[10] ~= '', KEYS[9], KEYS[1])
 if not rl then return cost end
 local wf = cjson.decode(ARGV[8])
 local steps = cjson.decode(ARGV[9])
@@ -328,11 +330,13 @@ for i, st in ipairs(steps) do
   redis.call('XADD', k, 'MAXLEN', ARGV[1], '*', 'type', 'status', 'data', ev)
   wf_event(ARGV[3], st.id, st.fields.step, 'status', ev)
 end
+if ARGV[10] ~= '' then redis.call('SET', KEYS[9], ARGV[10], 'EX', ARGV[11]) end
 return {'created', 0, '', '', '', rl[1], rl[2], rl[3]}`,
 
   /**
-   * Cancels a workflow's steps not finished. KEYS[1] workflow hash. ARGV: historyLimit, ttl,
-   * workflow id, reason (or ''), tenant the caller acts for ('' for any).
+   * Cancels a workflow's steps not finished. KEYS[1] workflow hash, KEYS[2] its idempotency key
+   * to release if it names this workflow (or the unused key). ARGV: historyLimit, ttl, workflow
+   * id, reason (or ''), tenant the caller acts for ('' for any), '1' when KEYS[2] is real.
    */
   cancelWorkflow: `${PRELUDE}
 PFX = string.sub(KEYS[1], 1, #KEYS[1] - 39)
@@ -343,6 +347,10 @@ if f[1] ~= 'running' then return 'terminal' end
 local reason = 'workflow cancelled'
 if ARGV[4] ~= '' then reason = ARGV[4] end
 wf_end(ARGV[3], 'cancelled', '', '', reason, now_ms())
+if ARGV[6] == '1' then
+  local bound = redis.call('GET', KEYS[2])
+  if bound and string.sub(bound, 1, 36) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+end
 return 'cancelled'`,
 
   /**

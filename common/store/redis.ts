@@ -48,6 +48,7 @@ import {
   type TransitionCode,
   type TransitionResult,
   type Admission,
+  type CreateWorkflowOptions,
   type CreateWorkflowResult,
   type DeadLetterQuery,
   type ListCursor,
@@ -771,10 +772,10 @@ export class RedisTaskStore implements TaskStore {
 
   // --- delayed tasks, workflows, reruns and dead letters ---
 
-  async createWorkflow(wf: NewWorkflow, publishDueAt: number, opts: { admission?: Admission } = {}): Promise<CreateWorkflowResult> {
+  async createWorkflow(wf: NewWorkflow, publishDueAt: number, opts: CreateWorkflowOptions = {}): Promise<CreateWorkflowResult> {
     const id = wf.id.toLowerCase();
     const tenant = wf.tenant;
-    const adm = opts.admission;
+    const { admission: adm, idempotency: idem } = opts;
     const taskOf = new Map(wf.steps.map((st) => [st.step, st.task.id.toLowerCase()]));
     const steps = wf.steps.map((st) => {
       const tid = st.task.id.toLowerCase();
@@ -825,6 +826,7 @@ export class RedisTaskStore implements TaskStore {
       k.tenant(tenant),
       k.quota(tenant),
       k.rate(tenant, 'submits'),
+      idem ? k.workflowIdempotency(tenant, idem.key) : k.unused(),
     ];
     const args = [
       this.historyLimit,
@@ -836,11 +838,17 @@ export class RedisTaskStore implements TaskStore {
       adm?.cost ?? 0,
       JSON.stringify(wfFields),
       JSON.stringify(steps),
+      idem ? `${id}|${idem.fingerprint}` : '',
+      idem?.ttlSeconds ?? 0,
     ];
     const [outcome, a, b, c, d, limit, remaining, reset, window] = (await this.script('createWorkflow', keys, args)) as [string, ...(string | number)[]];
     const rate: RateState | undefined = Number(limit) >= 0 ? { limit: Number(limit), remaining: Number(remaining), resetMs: Number(reset) } : undefined;
     if (outcome === 'exists') return { outcome };
     if (outcome === 'rate_limited') return { outcome, rate: rate ?? { limit: 0, remaining: 0, resetMs: 1000 } };
+    if (outcome === 'replay') {
+      const [workflowId = '', fingerprint = ''] = String(a ?? '').split('|');
+      return rate ? { outcome, workflowId, fingerprint, rate } : { outcome, workflowId, fingerprint };
+    }
     if (outcome === 'quota_exceeded') {
       const windowStart = Number(d);
       const windowSeconds = Number(window);
@@ -875,8 +883,11 @@ export class RedisTaskStore implements TaskStore {
     return { workflows: page, next: more && last ? { createdAt: last.createdAt, id: last.id } : null };
   }
 
-  async cancelWorkflow(id: string, reason: string | null, tenant?: string): Promise<WorkflowCancelResult> {
-    const code = await this.script('cancelWorkflow', [this.keys.workflow(id)], [this.historyLimit, this.ttl, id.toLowerCase(), reason ?? '', tenant ?? '']);
+  async cancelWorkflow(id: string, reason: string | null, tenant?: string, idempotencyKey?: string): Promise<WorkflowCancelResult> {
+    const k = this.keys;
+    const keys = [k.workflow(id), idempotencyKey === undefined ? k.unused() : k.workflowIdempotency(tenant ?? DEFAULT_TENANT, idempotencyKey)];
+    const args = [this.historyLimit, this.ttl, id.toLowerCase(), reason ?? '', tenant ?? '', idempotencyKey === undefined ? '' : '1'];
+    const code = await this.script('cancelWorkflow', keys, args);
     if (code === 'missing') return { outcome: 'missing' };
     const wf = await this.getWorkflow(id);
     if (!wf) return { outcome: 'missing' };

@@ -872,6 +872,67 @@ export function storeConformance(name: string, make: (opts: TaskStoreOptions) =>
       expect((await store.quotaUsage(tenant, { quotaUnits: 10, quotaWindowSeconds: 86_400 })).spent).toBe(8);
     });
 
+    it('workflows: an idempotency key binds to the first workflow only, per tenant, apart from task keys; a cancel with it frees it', async () => {
+      const [a, b] = [`t${randomUUID().slice(0, 8)}`, `t${randomUUID().slice(0, 8)}`];
+      const key = `idem-${randomUUID()}`;
+      const claim = (fingerprint: string, ttlSeconds = 60) => ({
+        idempotency: { key, fingerprint, ttlSeconds },
+        admission: admission({ quotaUnits: 100, cost: 4 }),
+      });
+      const first = diamond(a);
+      expect(await store.createWorkflow(first.wf, Date.now() + 60_000, claim('fp1'))).toEqual({ outcome: 'created' });
+      // The same key again, for any body: the first workflow, nothing written or spent.
+      const second = diamond(a);
+      expect(await store.createWorkflow(second.wf, Date.now() + 60_000, claim('fp2'))).toEqual({
+        outcome: 'replay',
+        workflowId: first.wf.id,
+        fingerprint: 'fp1',
+      });
+      expect(await store.getWorkflow(second.wf.id)).toBeNull();
+      expect(await store.get(second.ids.research)).toBeNull();
+      expect((await store.quotaUsage(a, { quotaUnits: 100, quotaWindowSeconds: 86_400 })).spent).toBe(4);
+      expect((await store.listWorkflows(a, 10)).workflows.map((w) => w.id)).toEqual([first.wf.id]);
+      // Another tenant's same key is another key.
+      expect((await store.createWorkflow(diamond(b).wf, Date.now() + 60_000, claim('fp1'))).outcome).toBe('created');
+      // A task key of the same value is a binding of its own, either way round.
+      const task = newTask({ tenant: a });
+      expect(await store.create(task, Date.now() + 60_000, claim('fp1'))).toMatchObject({ outcome: 'created' });
+      expect(await store.create(newTask({ tenant: a }), Date.now() + 60_000, claim('fp1'))).toMatchObject({ outcome: 'replay', taskId: task.id });
+      const taskFirst = `idem-${randomUUID()}`;
+      expect(
+        (await store.create(newTask({ tenant: a }), Date.now() + 60_000, { idempotency: { key: taskFirst, fingerprint: 'f', ttlSeconds: 60 } })).outcome,
+      ).toBe('created');
+      const afterTask = diamond(a);
+      expect(
+        (await store.createWorkflow(afterTask.wf, Date.now() + 60_000, { idempotency: { key: taskFirst, fingerprint: 'f', ttlSeconds: 60 } })).outcome,
+      ).toBe('created');
+      // Releasing a task key leaves the workflow key of the same value alone.
+      expect(await store.failQueued(task.id, err, key, a)).toBe('ok');
+      expect((await store.createWorkflow(diamond(a).wf, Date.now() + 60_000, claim('fp1'))).outcome).toBe('replay');
+
+      // A cancel with the key frees it only when the key names the workflow cancelled ...
+      const other = diamond(a);
+      await store.createWorkflow(other.wf, Date.now() + 60_000);
+      expect((await store.cancelWorkflow(other.wf.id, 'x', a, key)).outcome).toBe('cancelled');
+      expect(await store.createWorkflow(diamond(a).wf, Date.now() + 60_000, claim('fp1'))).toMatchObject({ outcome: 'replay', workflowId: first.wf.id });
+      // ... as when a start whose first steps were not published cancels its workflow: the retry creates one ...
+      expect((await store.cancelWorkflow(first.wf.id, 'its first steps could not be published', a, key)).outcome).toBe('cancelled');
+      const third = diamond(a);
+      expect(await store.createWorkflow(third.wf, Date.now() + 60_000, claim('fp3'))).toEqual({ outcome: 'created' });
+      expect(await store.createWorkflow(diamond(a).wf, Date.now() + 60_000, claim('fp3'))).toMatchObject({ outcome: 'replay', workflowId: third.wf.id });
+      // ... while a cancel without the key keeps it.
+      expect((await store.cancelWorkflow(third.wf.id, null, a)).outcome).toBe('cancelled');
+      expect(await store.createWorkflow(diamond(a).wf, Date.now() + 60_000, claim('fp3'))).toMatchObject({ outcome: 'replay', workflowId: third.wf.id });
+
+      // The binding expires after its ttl.
+      const brief = `idem-${randomUUID()}`;
+      const once = { idempotency: { key: brief, fingerprint: 'fp', ttlSeconds: 1 } };
+      expect((await store.createWorkflow(diamond(a).wf, Date.now() + 60_000, once)).outcome).toBe('created');
+      expect((await store.createWorkflow(diamond(a).wf, Date.now() + 60_000, once)).outcome).toBe('replay');
+      await sleep(1100);
+      expect((await store.createWorkflow(diamond(a).wf, Date.now() + 60_000, once)).outcome).toBe('created');
+    });
+
     it('reruns a failed or cancelled task with a fresh set of attempts, history kept; dead letters list and leave', async () => {
       const tenant = `t${randomUUID().slice(0, 8)}`;
       const t = newTask({ tenant, maxAttempts: 1, type: 'flaky' });
