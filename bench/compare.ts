@@ -5,7 +5,20 @@
  *
  *   npm run bench -- compare [--systems bullmq,memory,kafka,rocketmq] [--tasks 5000] [--concurrency 32]
  *                            [--rate N] [--open-seconds 10] [--workers 2] [--worker-concurrency 16] [--warmup 300]
- *                            [--auth keys|off]
+ *                            [--auth keys|off] [--limits] [--tracing] [--isolate-brokers]
+ *
+ * --systems also takes memory-traced, kafka-traced and rocketmq-traced: the same system started
+ * with OTEL_EXPORTER_OTLP_ENDPOINT set, every span exported over OTLP/HTTP to a sink this process
+ * runs (started when any traced row is selected). Each is its own row with its own ratio to
+ * BullMQ, run right after its untraced base, so tracing's cost is read within one run, e.g.
+ * `--systems bullmq,memory,memory-traced,kafka,kafka-traced`. The report names the traced rows
+ * and adds a table of each traced row against its base.
+ * --tracing (as before): every one of our rows traced, i.e. memory, kafka, rocketmq are replaced
+ * by their -traced variants; BullMQ is never traced. To measure tracing, list both variants instead.
+ * --limits: our systems run with a quota and rate limits on but too high to refuse
+ * (QUOTA_UNITS=1000000000, RATE_LIMIT_SUBMITS_PER_S=1000000, RATE_LIMIT_READS_PER_S=1000000),
+ * so every submit and read goes through the quota and rate counters; each system is checked for
+ * the RateLimit headers on a probe submit and read before its warm-up. BullMQ's front has none.
  *
  * Per system: warm-up; a closed loop (--tasks with --concurrency requests in flight) for submit
  * rate, submit latency and end-to-end rate, with the cost of that window (Redis commands from
@@ -35,13 +48,19 @@ import { kafkaCeiling, redisCeiling, rocketmqCeiling, type Ceiling } from './cei
 import { HttpClient } from './http.ts';
 import { procCpuUs, startChild, type BenchChild, type ProcStats } from './proc.ts';
 
-const SYSTEMS = ['bullmq', 'memory', 'kafka', 'rocketmq'] as const;
+/** The systems themselves; the order of the run (BullMQ first). */
+const BASES = ['bullmq', 'memory', 'kafka', 'rocketmq'] as const;
+type BaseSystem = (typeof BASES)[number];
+/** Rows of a run: a system, or one of ours with tracing on, run right after its untraced base. */
+const SYSTEMS = ['bullmq', 'memory', 'memory-traced', 'kafka', 'kafka-traced', 'rocketmq', 'rocketmq-traced'] as const;
 type SystemName = (typeof SYSTEMS)[number];
+const baseOf = (s: SystemName): BaseSystem => s.replace(/-traced$/, '') as BaseSystem;
+const isTraced = (s: SystemName) => s.endsWith('-traced');
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
   options: {
-    systems: { type: 'string', default: SYSTEMS.join(',') },
+    systems: { type: 'string', default: BASES.join(',') },
     tasks: { type: 'string', default: '5000' },
     concurrency: { type: 'string', default: '32' },
     rate: { type: 'string' },
@@ -53,8 +72,10 @@ const { values } = parseArgs({
     'isolate-brokers': { type: 'boolean', default: false },
     /** API keys on our systems (the production default on a real broker), or off. BullMQ's front has none. */
     auth: { type: 'string', default: 'keys' },
-    /** Export traces from our systems (OTLP/HTTP) to a sink this process runs, to measure tracing's cost. */
+    /** Every one of our rows traced (memory → memory-traced, ...): the -traced variants in --systems measure tracing within one run. */
     tracing: { type: 'boolean', default: false },
+    /** Our systems with a quota and rate limits on, too high to refuse: the admission path with its counters. */
+    limits: { type: 'boolean', default: false },
   },
 });
 
@@ -71,8 +92,12 @@ const wanted = (values.systems ?? '')
   .filter(Boolean);
 const unknown = wanted.filter((s) => !(SYSTEMS as readonly string[]).includes(s));
 if (unknown.length > 0 || wanted.length === 0) throw new Error(`--systems: choose from ${SYSTEMS.join(',')} (got ${values.systems ?? ''})`);
-/** BullMQ first: its closed-loop rate sets the open loop's default offered rate. */
-const systems = SYSTEMS.filter((s) => wanted.includes(s));
+const TRACING = values.tracing ?? false;
+/** --tracing, as before: every one of our rows traced. */
+const rows = TRACING ? wanted.map((s) => (s === 'bullmq' || s.endsWith('-traced') ? s : `${s}-traced`)) : wanted;
+/** BullMQ first: its closed-loop rate sets the open loop's default offered rate. A traced row right after its base. */
+const systems = SYSTEMS.filter((s) => rows.includes(s));
+const tracedRows = systems.filter(isTraced);
 const TASKS = Math.round(positive('tasks', values.tasks));
 const CONC = Math.round(positive('concurrency', values.concurrency));
 const RATE = values.rate === undefined ? undefined : positive('rate', values.rate);
@@ -82,9 +107,12 @@ const WORKER_CONC = Math.round(positive('worker-concurrency', values['worker-con
 const WARMUP = Math.round(positive('warmup', values.warmup, true));
 const ISOLATE = values['isolate-brokers'] ?? false;
 const AUTH = values.auth ?? 'keys';
-const TRACING = values.tracing ?? false;
-/** OTEL_* settings for our processes when --tracing: every span exported to the sink. */
+const LIMITS = values.limits ?? false;
+/** --limits: on, counted on every submit and read, and far above what this machine can offer (the maxima common/config.ts takes). */
+const limitsEnv: Record<string, string> = LIMITS ? { QUOTA_UNITS: '1000000000', RATE_LIMIT_SUBMITS_PER_S: '1000000', RATE_LIMIT_READS_PER_S: '1000000' } : {};
+/** OTEL_* settings for the processes of a traced row: every span exported to the sink. */
 let otelEnv: Record<string, string> = {};
+const otelEnvFor = (name: SystemName) => (isTraced(name) ? otelEnv : {});
 /** OTLP export requests the sink took (each a batch of spans). */
 let otlpExports = 0;
 if (AUTH !== 'keys' && AUTH !== 'off') throw new Error(`--auth: keys or off (got ${AUTH})`);
@@ -325,7 +353,8 @@ async function createBenchKey(s: Record<string, string>, keyPrefix: string): Pro
   }
 }
 
-async function startSystem(name: SystemName, svc: Services): Promise<RunningSystem> {
+async function startSystem(row: SystemName, svc: Services): Promise<RunningSystem> {
+  const name = baseOf(row);
   const run = randomUUID().slice(0, 8);
   const s = svc.env;
   const needs: ServiceName[] = name === 'memory' ? [] : name === 'bullmq' ? ['redis'] : ['redis', name];
@@ -367,7 +396,8 @@ async function startSystem(name: SystemName, svc: Services): Promise<RunningSyst
         startChild('embedded', 'run-api.ts', {
           BROKER: 'memory',
           AUTH,
-          ...otelEnv,
+          ...limitsEnv,
+          ...otelEnvFor(row),
           LOG_LEVEL: 'warn',
           API_HOST: '127.0.0.1',
           API_PORT: '0',
@@ -385,7 +415,8 @@ async function startSystem(name: SystemName, svc: Services): Promise<RunningSyst
       BROKER: name,
       STORE: 'redis',
       AUTH,
-      ...otelEnv,
+      ...limitsEnv,
+      ...otelEnvFor(row),
       LOG_LEVEL: 'warn',
       REDIS_KEY_PREFIX: `bench${run}:`,
       MQ_TOPIC_REQUEST: `bench-${run}-req`,
@@ -603,7 +634,12 @@ interface OpenResult {
 }
 
 interface SystemResult {
+  /** The row: the system, `-traced` when its processes exported their spans. */
   system: SystemName;
+  base: BaseSystem;
+  traced: boolean;
+  /** OTLP export requests the sink took while this row ran, when a sink runs (0 for an untraced row). */
+  otlp_exports?: number;
   ok: boolean;
   error?: string;
   closed?: ClosedResult;
@@ -612,6 +648,27 @@ interface SystemResult {
   open_error?: string;
   rss_mb?: { api: number[]; workers: number[] };
   notes: string[];
+}
+
+/**
+ * --limits: a probe submit and a read of it must answer with the RateLimit headers of their
+ * policies (api/submit.ts, api/app.ts send them only when the limit is on), else the row would
+ * not measure the admission path it claims to.
+ */
+async function checkLimits(http: HttpClient): Promise<void> {
+  const post = await http.send('POST', '/tasks', taskBody(0, 'limits'));
+  if (post.status !== 202) throw new Error(`--limits probe: POST /tasks answered ${post.status}: ${post.body.slice(0, 200)}`);
+  const id = (JSON.parse(post.body) as { task_id?: string }).task_id ?? '';
+  const get = await http.send('GET', `/tasks/${id}`);
+  for (const [what, a, policy] of [
+    ['POST /tasks', post, 'submits'],
+    [`GET /tasks/${id}`, get, 'reads'],
+  ] as const) {
+    const h = a.headers['ratelimit-policy'];
+    if (typeof h !== 'string' || !h.includes(`"${policy}"`))
+      throw new Error(`--limits probe: ${what} answered ${a.status} without a RateLimit-Policy "${policy}" header (got ${String(h)}): limits are not on`);
+  }
+  await waitLastDone(http, [id], 60_000);
 }
 
 const round = (x: number, d = 1) => (Number.isFinite(x) ? +x.toFixed(d) : NaN);
@@ -623,15 +680,26 @@ async function runSystem(
   redis: ReturnType<typeof createClient> | undefined,
   rateFor: (current: SystemResult) => number,
 ): Promise<SystemResult> {
-  const result: SystemResult = { system: name, ok: false, notes: [] };
+  const result: SystemResult = { system: name, base: baseOf(name), traced: isTraced(name), ok: false, notes: [] };
+  const exportsBefore = otlpExports;
   let sys: RunningSystem | undefined;
   let http: HttpClient | undefined;
   try {
-    log(`${name}: starting`);
+    const ours = result.base !== 'bullmq';
+    const how = [
+      result.traced ? `tracing on (OTLP to ${otelEnv.OTEL_EXPORTER_OTLP_ENDPOINT ?? '?'})` : ours ? 'tracing off' : '',
+      ours && LIMITS ? 'limits on' : '',
+    ].filter(Boolean);
+    log(`${name}: starting${how.length > 0 ? `, ${how.join(', ')}` : ''}`);
     sys = await startSystem(name, svc);
     http = new HttpClient(sys.url, 256, sys.apiKey ? { authorization: `Bearer ${sys.apiKey}` } : {});
     clients.add(http);
-    log(`${name}: up at ${sys.url}; warm-up with ${WARMUP} tasks`);
+    log(`${name}: up at ${sys.url}`);
+    if (LIMITS && ours) {
+      await checkLimits(http);
+      log(`${name}: RateLimit headers on a probe submit and read: limits on`);
+    }
+    log(`${name}: warm-up with ${WARMUP} tasks`);
     if (WARMUP > 0) {
       const w = await closedLoop(http, WARMUP, CONC, 'warmup');
       const ok = accepted(w.subs);
@@ -735,6 +803,13 @@ async function runSystem(
       for (const p of dead) result.notes.push(`${p.name} exited during the run: ${p.lines.slice(-5).join(' | ')}`);
       await stopSystem(sys);
     }
+    if (tracedRows.length > 0 && result.base !== 'bullmq') {
+      // After the stop: the processes flush their last spans as they shut down.
+      result.otlp_exports = otlpExports - exportsBefore;
+      log(`${name}: the sink took ${result.otlp_exports} OTLP export requests`);
+      if (result.traced && result.otlp_exports === 0) result.notes.push('traced, yet the sink took no OTLP export: tracing did not start');
+      if (!result.traced && result.otlp_exports > 0) result.notes.push(`not traced, yet the sink took ${result.otlp_exports} OTLP exports`);
+    }
     // The next system starts on an empty Redis.
     await redis?.flushAll().catch(() => undefined);
   }
@@ -762,13 +837,23 @@ function renderMarkdown(
 ): string {
   const out: string[] = [];
   const bull = results.find((r) => r.system === 'bullmq' && r.ok)?.closed?.end_to_end_tasks_per_s;
+  const tracingNote =
+    tracedRows.length === 0
+      ? 'ours with tracing off'
+      : `tracing on in the rows ${tracedRows.join(', ')} (every span exported over OTLP/HTTP to a sink in the load generator), off in ${systems.filter((s) => !isTraced(s)).join(', ') || 'none'}`;
   out.push(`# Comparison benchmark, ${meta.date}`, '');
   out.push(`- commit: \`${meta.commit}\``);
   out.push(`- machine: ${meta.machine}; load average before the run: ${loadAtStart}`);
   out.push(`- command: \`${meta.command}\``);
   out.push(
     `- settings: ${TASKS} tasks closed loop with ${CONC} requests in flight, ${WARMUP} warm-up tasks; ${WORKERS} worker processes × concurrency ${WORKER_CONC} ` +
-      `(memory: one process, worker concurrency ${WORKERS * WORKER_CONC}); demo \`agent\` task, no simulated delay; all on one machine with the load generator; ours with tracing ${TRACING ? 'on (every span exported over OTLP/HTTP to a sink in the load generator)' : 'off'}, AUTH=${AUTH}${AUTH === 'keys' ? " (every request carries an API key; BullMQ's front checks none)" : ''}`,
+      `(memory: one process, worker concurrency ${WORKERS * WORKER_CONC}); demo \`agent\` task, no simulated delay; all on one machine with the load generator; ${tracingNote}; AUTH=${AUTH}${AUTH === 'keys' ? " (every request carries an API key; BullMQ's front checks none)" : ''}; limits ${
+        LIMITS
+          ? `on (${Object.entries(limitsEnv)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(', ')}: every submit and read counted, never refused; BullMQ's front has none)`
+          : 'off'
+      }`,
   );
   out.push('');
   out.push(`## Closed loop: ${TASKS} tasks, ${CONC} in flight`, '');
@@ -813,12 +898,12 @@ function renderMarkdown(
     }
     const rss = r.rss_mb ? `${r.rss_mb.api.join(', ')} / ${r.rss_mb.workers.length > 0 ? r.rss_mb.workers.join(', ') : 'in process'}` : 'n/a';
     // The embedded system has neither Redis nor a broker process: its zero counters are not a cost.
-    const embedded = r.system === 'memory';
+    const embedded = r.base === 'memory';
     const cpu = [
       fmt(k.cpu_ms_per_task_api, 2),
       embedded ? 'in API' : fmt(k.cpu_ms_per_task_workers, 2),
       fmt(k.cpu_ms_per_task_redis_server, 2),
-      r.system === 'bullmq' ? '(Redis)' : fmt(k.cpu_ms_per_task_broker_server, 2),
+      r.base === 'bullmq' ? '(Redis)' : fmt(k.cpu_ms_per_task_broker_server, 2),
       fmt(k.cpu_ms_per_task_loadgen, 2),
     ].join(' / ');
     const pctOf = (x: number | null) => (x === null ? 'n/a' : `${(x * 100).toFixed(0)}%`);
@@ -827,6 +912,28 @@ function renderMarkdown(
     );
   }
   out.push('');
+  const pairs = results.flatMap((on) => {
+    const off = results.find((r) => r.system === on.base);
+    return on.traced && off ? [{ on, off }] : [];
+  });
+  if (pairs.length > 0) {
+    out.push('## Tracing off and on (same run, closed loop)', '');
+    out.push(
+      '| system | end-to-end tasks/s: off → on | on ÷ off | vs BullMQ: off → on | CPU ms per task, API: off → on | workers: off → on | OTLP export requests (whole row) |',
+    );
+    out.push('|---|---|---|---|---|---|---|');
+    for (const { on, off } of pairs) {
+      const a = off.closed?.end_to_end_tasks_per_s;
+      const b = on.closed?.end_to_end_tasks_per_s;
+      const ratio = (x: number | null | undefined, y: number | null | undefined) => (x && y ? `${(y / x).toFixed(2)}×` : 'n/a');
+      const vs = (x: number | undefined) => (bull && x ? `${(x / bull).toFixed(2)}×` : 'n/a');
+      const workers = (r: SystemResult) => (r.base === 'memory' ? 'in API' : fmt(r.cost?.cpu_ms_per_task_workers, 2));
+      out.push(
+        `| ${on.base} | ${fmt(a)} → ${fmt(b)} | ${ratio(a, b)} | ${vs(a)} → ${vs(b)} | ${fmt(off.cost?.cpu_ms_per_task_api, 2)} → ${fmt(on.cost?.cpu_ms_per_task_api, 2)} | ${workers(off)} → ${workers(on)} | ${on.otlp_exports ?? 'n/a'} |`,
+      );
+    }
+    out.push('');
+  }
   out.push('## Ceilings of the parts (same machine, same run)', '');
   out.push('| part | raw rate | how |');
   out.push('|---|---|---|');
@@ -846,7 +953,7 @@ function renderMarkdown(
     if (!r.ok || !r.closed || !r.cost) continue;
     const rc = ceil('redis');
     const redisAllows = rc && r.cost.redis_commands_per_task ? rc / r.cost.redis_commands_per_task : undefined;
-    const bc = r.system === 'kafka' || r.system === 'rocketmq' ? ceil(r.system) : undefined;
+    const bc = r.base === 'kafka' || r.base === 'rocketmq' ? ceil(r.base) : undefined;
     out.push(`| ${r.system} | ${fmt(r.closed.end_to_end_tasks_per_s)} | ${fmt(redisAllows)} | ${bc ? fmt(bc / 2) : 'n/a'} |`);
   }
   const notes = results.flatMap((r) => r.notes.map((n) => `${r.system}: ${n}`));
@@ -896,7 +1003,7 @@ const loadAtStart = loadavg()
   .map((x) => x.toFixed(2))
   .join(' ');
 
-if (TRACING) {
+if (tracedRows.length > 0) {
   // A sink that takes every export and counts its bytes: the cost measured is our side's.
   const sink = createServer((req, res) => {
     req.on('data', () => undefined);
@@ -909,7 +1016,7 @@ if (TRACING) {
   sink.unref();
   const addr = sink.address();
   otelEnv = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}` };
-  log(`tracing on: exporting to ${otelEnv.OTEL_EXPORTER_OTLP_ENDPOINT}`);
+  log(`tracing on for ${tracedRows.join(', ')}: exporting to ${otelEnv.OTEL_EXPORTER_OTLP_ENDPOINT}`);
 }
 
 const services: Services = { env: {}, handles: [], failed: {}, runDir: mkdtempSync(join(ensureDir(join(CACHE_DIR, 'bench-runs')), 'compare-')) };
@@ -935,7 +1042,8 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 try {
-  const brokers = (['kafka', 'rocketmq'] as const).filter((b) => systems.includes(b));
+  log(`rows: ${systems.map((s) => (isTraced(s) ? `${s} (traced)` : s)).join(', ')}${LIMITS ? '; limits on for ours' : ''}`);
+  const brokers = (['kafka', 'rocketmq'] as const).filter((b) => systems.some((s) => baseOf(s) === b));
   const ctx = { runDir: services.runDir, log };
   /** Starts `names` side by side, each on its own, so a broker that fails only fails its system. */
   const startSome = async (names: ServiceName[]) => {
@@ -997,11 +1105,14 @@ try {
       );
   };
 
-  for (const name of systems) {
-    const isolated = ISOLATE && (name === 'kafka' || name === 'rocketmq') ? name : undefined;
-    if (isolated) await startSome([isolated]);
+  for (const [i, name] of systems.entries()) {
+    const base = baseOf(name);
+    const isolated = ISOLATE && (base === 'kafka' || base === 'rocketmq') ? base : undefined;
+    // A broker's rows (kafka, kafka-traced) run one after the other on one start of it.
+    if (isolated && !services.failed[isolated] && !services.handles.some((h) => h.name === isolated)) await startSome([isolated]);
     results.push(await runSystem(name, services, redis, rateFor));
-    if (isolated) {
+    const next = systems[i + 1];
+    if (isolated && (next === undefined || baseOf(next) !== isolated)) {
       // Its ceiling now, while it runs; then it goes, so it takes no CPU from the next system.
       await sleep(2000);
       await brokerCeiling(isolated);
@@ -1034,6 +1145,7 @@ try {
         command,
         settings: {
           systems,
+          traced_systems: tracedRows,
           isolate_brokers: ISOLATE,
           tasks: TASKS,
           concurrency: CONC,
@@ -1044,6 +1156,7 @@ try {
           worker_concurrency: WORKER_CONC,
           auth: AUTH,
           tracing: TRACING,
+          limits: LIMITS ? limitsEnv : null,
           warmup: WARMUP,
         },
         services: serviceStarts,
@@ -1056,7 +1169,7 @@ try {
     )}\n`,
   );
   log(`wrote ${relative(REPO_ROOT, base)}.md and .json`);
-  if (TRACING) log(`tracing: the sink took ${otlpExports} OTLP export requests`);
+  for (const r of results) if (r.traced) log(`${r.system} (traced): the sink took ${r.otlp_exports ?? 0} OTLP export requests`);
 } finally {
   await redis?.close().catch(() => undefined);
   redis = undefined;
