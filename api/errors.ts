@@ -1,6 +1,6 @@
 /**
  * The one place that turns errors into HTTP answers, all in one JSON shape:
- * `{"error": {"code", "message", "issues"?, "task_id"?}}`.
+ * `{"error": {"code", "message", "issues"?, "task_id"?, "workflow_id"?, …}}`.
  */
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
@@ -21,6 +21,7 @@ import {
   UnavailableError,
   UnsupportedMediaTypeError,
   ValidationError,
+  WorkflowKeyReusedError,
   type FieldIssue,
 } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
@@ -31,6 +32,8 @@ export interface ErrorBody {
     message: string;
     issues?: FieldIssue[];
     task_id?: string;
+    /** 422 of POST /workflows: the workflow the Idempotency-Key made. */
+    workflow_id?: string;
     status?: string;
     dependency?: string;
     /** 429: seconds until the request may succeed (also in Retry-After). */
@@ -68,7 +71,7 @@ export function statusOf(err: unknown): ContentfulStatusCode {
   if (err instanceof MethodNotAllowedError) return 405;
   if (err instanceof PayloadTooLargeError) return 413;
   if (err instanceof UnsupportedMediaTypeError) return 415;
-  if (err instanceof IdempotencyKeyReusedError) return 422;
+  if (err instanceof IdempotencyKeyReusedError || err instanceof WorkflowKeyReusedError) return 422;
   if (err instanceof TaskFinishedError || err instanceof ConflictError) return 409;
   if (err instanceof UnavailableError) return 503;
   if (err instanceof HTTPException) return err.status;
@@ -80,6 +83,7 @@ export function errorBody(err: unknown): ErrorBody {
     const body: ErrorBody = { error: { code: err.code, message: err.message } };
     if (err instanceof ValidationError) body.error.issues = err.issues;
     if ((err instanceof NotFoundError || err instanceof IdempotencyKeyReusedError) && err.taskId) body.error.task_id = err.taskId;
+    if (err instanceof WorkflowKeyReusedError) body.error.workflow_id = err.workflowId;
     if (err instanceof UnavailableError) body.error.dependency = err.dependency;
     if (err instanceof TooManyRequestsError) body.error.retry_after = err.retryAfterSeconds;
     if (err instanceof TaskFinishedError) {

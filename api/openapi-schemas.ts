@@ -255,6 +255,7 @@ export const errorBodySchema = z.object({
       .optional()
       .meta({ description: '400: one entry per field at fault.' }),
     task_id: z.string().optional().meta({ description: '404, 409, 422: the task concerned.' }),
+    workflow_id: z.string().optional().meta({ description: '422 of `POST /workflows`: the workflow the Idempotency-Key started.' }),
     status: z.string().optional().meta({ description: '409: the status the task ended with.' }),
     dependency: z.string().optional().meta({ description: '503: `redis` or `broker`.' }),
     retry_after: z.number().int().min(0).optional().meta({ description: '429: seconds until the request may succeed (also `Retry-After`).' }),

@@ -29,16 +29,22 @@ export interface Submission {
 export async function readSubmission(c: Context, registry: TaskRegistry, opts: { bodyLimit: number; maxAttempts: number }): Promise<Submission> {
   const contentType = c.req.header('content-type');
   if (!contentType || !JSON_TYPE.test(contentType) || !isUtf8Charset(contentType)) throw new UnsupportedMediaTypeError(contentType);
-  const idempotencyKey = c.req.header('idempotency-key');
-  if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
-    throw new ValidationError('Idempotency-Key: 1 to 255 visible ASCII characters', [{ path: 'Idempotency-Key', message: 'invalid header' }]);
-  }
+  const idempotencyKey = idempotencyKeyOf(c);
   const text = await readBody(c, opts.bodyLimit);
   const body = parseJson(text);
   // A decoded body has no lone surrogate: only a `\uD8xx`-`\uDFxx` escape can make one.
   if (/\\u[dD][89a-fA-F]/.test(text)) refuseLoneSurrogates(body);
   const { asyncMode, ...request } = toSubmitRequest(body, registry, opts.maxAttempts);
   return { request, idempotencyKey, asyncMode };
+}
+
+/** The request's Idempotency-Key header (POST /tasks, POST /workflows), if any: 1 to 255 visible ASCII characters, or a 400. */
+export function idempotencyKeyOf(c: Context): string | undefined {
+  const key = c.req.header('idempotency-key');
+  if (key !== undefined && !IDEMPOTENCY_KEY.test(key)) {
+    throw new ValidationError('Idempotency-Key: 1 to 255 visible ASCII characters', [{ path: 'Idempotency-Key', message: 'invalid header' }]);
+  }
+  return key;
 }
 
 /** Reads a JSON request body the way POST /tasks does (media type, size limit, UTF-8, no lone surrogates). */

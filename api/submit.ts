@@ -5,9 +5,10 @@
  * the relay publishes it). If publishing fails in time, the task is marked failed before the
  * 503, so a message that lands late is dropped by the claim.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Broker } from '../common/broker/port.ts';
 import { retrying } from '../common/backoff.ts';
+import { fingerprintOf } from '../common/canonical.ts';
 import { sleep } from '../common/backoff.ts';
 import { IdempotencyKeyReusedError, UnavailableError, errorMessage, withTimeout } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
@@ -55,23 +56,9 @@ export type SubmitResult = ({ replayed: false; task: NewTask; downgraded: boolea
   rate?: RateState;
 };
 
-/** JSON with sorted keys, so the same request always has the same fingerprint. */
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  if (v !== null && typeof v === 'object') {
-    const o = v as Record<string, unknown>;
-    return `{${Object.keys(o)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(v) ?? 'null';
-}
-
+/** What a replay under the same Idempotency-Key must match: the type, the input, the user and the priority. */
 export function fingerprint(req: SubmitRequest): string {
-  return createHash('sha256')
-    .update(canonical({ type: req.type, input: req.input, user_id: req.userId, priority: req.priority }))
-    .digest('hex');
+  return fingerprintOf({ type: req.type, input: req.input, user_id: req.userId, priority: req.priority });
 }
 
 /** Quota units of a request, and of its downgrade when its type has one. */

@@ -11,6 +11,7 @@ import type { WorkflowView } from '../common/views.ts';
 import { embeddedStack } from '../test/support/embedded.ts';
 import { waitFor } from '../test/support/wait.ts';
 import { defaultRegistry } from '../worker/task-types.ts';
+import type { OutgoingMessage } from '../common/broker/port.ts';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -26,22 +27,26 @@ const flaky = defineTaskType({
   handler: (_ctx, input) => (broken.on ? Promise.reject(new NonRetryableError('it broke', input.code)) : Promise.resolve({ n: input.n })),
 });
 
-async function stack() {
-  const { store, app } = await embeddedStack(cleanups, {
+async function stack(app: { requestTimeoutMs?: number } = {}) {
+  const {
+    store,
+    app: api,
+    broker,
+  } = await embeddedStack(cleanups, {
     registry: defaultRegistry().register(flaky),
     store: { readyPublishDelayMs: 200 },
     relay: true,
-    app: { keepAliveMs: 100 },
+    app: { keepAliveMs: 100, ...app },
   });
   const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
-    const res = await app.request(`http://localhost${path}`, {
+    const res = await api.request(`http://localhost${path}`, {
       method,
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       headers: { 'content-type': 'application/json', ...headers },
     });
     return { res, json: (await res.json()) as Record<string, unknown> };
   };
-  return { store, app, call };
+  return { store, app: api, broker, call };
 }
 
 async function readSse(res: Response): Promise<SseMessage[]> {
@@ -178,6 +183,132 @@ describe('workflows over HTTP', () => {
     const writer = view.steps.find((s) => s.id === 'writer');
     expect(writer?.needs).toHaveLength(4);
     expect((writer?.result as { sections: unknown[] }).sections).toHaveLength(4);
+  });
+});
+
+describe('POST /workflows with an Idempotency-Key', () => {
+  const pair = (content = 'first') => ({
+    name: 'pair',
+    steps: [
+      { id: 'a', type: 'agent', input: { content } },
+      { id: 'b', type: 'agent', input: { content: 'second' }, needs: ['a'] },
+    ],
+  });
+
+  it('answers the same workflow again with Idempotent-Replayed, a different body with a 422 naming it; its keys are apart from POST /tasks', async () => {
+    const { call } = await stack();
+    const key = { 'idempotency-key': 'wf-order-4711' };
+    const first = await call('POST', '/workflows', pair(), key);
+    expect(first.res.status, JSON.stringify(first.json)).toBe(202);
+    expect(first.res.headers.get('idempotent-replayed')).toBeNull();
+    // The same request (its keys in another order), twice: the first workflow, as the first answer gave it.
+    const { steps, name } = pair();
+    for (const body of [pair(), { steps, name }]) {
+      const replay = await call('POST', '/workflows', body, key);
+      expect(replay.res.status).toBe(202);
+      expect(replay.res.headers.get('idempotent-replayed')).toBe('true');
+      expect(replay.res.headers.get('location')).toBe(first.res.headers.get('location'));
+      const { status, ...rest } = replay.json;
+      expect(rest).toEqual({ ...first.json, status: undefined });
+      expect(['running', 'done']).toContain(status);
+    }
+    expect(((await call('GET', '/workflows')).json.workflows as { workflow_id: string }[]).map((w) => w.workflow_id)).toEqual([first.json.workflow_id]);
+    // Another request under the key: 422, naming the workflow the key started; nothing new starts.
+    for (const other of [pair('other'), { ...pair(), name: 'renamed' }, { ...pair(), user_id: 'u2' }]) {
+      const reused = await call('POST', '/workflows', other, key);
+      expect(reused.res.status, JSON.stringify(other)).toBe(422);
+      expect(reused.json.error).toMatchObject({ code: 'idempotency_key_reused', workflow_id: first.json.workflow_id });
+      expect((reused.json.error as { message: string }).message).toContain(`workflow ${String(first.json.workflow_id)}`);
+    }
+    expect((await call('GET', '/workflows')).json.workflows).toHaveLength(1);
+    // The same header value on POST /tasks is a binding of its own: a task, then that task again.
+    const task = await call('POST', '/tasks', { type: 'agent', input: { content: 'x' } }, key);
+    expect(task.res.status).toBe(202);
+    expect(task.res.headers.get('idempotent-replayed')).toBeNull();
+    const again = await call('POST', '/tasks', { type: 'agent', input: { content: 'x' } }, key);
+    expect([again.res.headers.get('idempotent-replayed'), again.json.task_id]).toEqual(['true', task.json.task_id]);
+
+    // A template: its name and input (defaults filled in) are the request.
+    const tkey = { 'idempotency-key': 'wf-template' };
+    const report = await call('POST', '/workflows', { template: 'seed_report', input: { topic: 'batteries' } }, tkey);
+    expect(report.res.status).toBe(202);
+    const replayed = await call('POST', '/workflows', { template: 'seed_report', input: { topic: 'batteries' } }, tkey);
+    expect([replayed.res.headers.get('idempotent-replayed'), replayed.json.workflow_id, replayed.json.steps]).toEqual([
+      'true',
+      report.json.workflow_id,
+      report.json.steps,
+    ]);
+    expect((await call('POST', '/workflows', { template: 'seed_report', input: { topic: 'chips' } }, tkey)).res.status).toBe(422);
+    // Without a key every request starts a workflow; a malformed key is a 400.
+    const [x, y] = [await call('POST', '/workflows', pair()), await call('POST', '/workflows', pair())];
+    expect(x.json.workflow_id).not.toBe(y.json.workflow_id);
+    const bad = await call('POST', '/workflows', pair(), { 'idempotency-key': 'two words' });
+    expect([bad.res.status, (bad.json.error as { issues: { path: string }[] }).issues[0]?.path]).toEqual([400, 'Idempotency-Key']);
+  });
+
+  it('a replay while the first request publishes the first steps waits for it: 202 once they are out, 503 if that failed (and the key is free again)', async () => {
+    const { broker, store, call } = await stack({ requestTimeoutMs: 300 });
+    const publish = broker.publish.bind(broker);
+    let mode: 'slow' | 'fail' | 'ok' = 'slow';
+    let out = 0;
+    broker.publish = async (topic: string, m: OutgoingMessage) => {
+      if (topic.startsWith('req') && mode === 'slow') await new Promise((r) => setTimeout(r, 150));
+      if (topic.startsWith('req') && mode === 'fail') await new Promise((_, reject) => setTimeout(() => reject(new Error('broker stalled')), 400));
+      await publish(topic, m);
+      if (topic.startsWith('req')) out++;
+    };
+    const fan = { steps: [1, 2, 3].map((n) => ({ id: `s${n}`, type: 'agent', input: { content: `part ${n}` } })) };
+    const slow = { 'idempotency-key': 'slow' };
+    const firstP = call('POST', '/workflows', fan, slow);
+    await new Promise((r) => setTimeout(r, 30));
+    const replays = await Promise.all([1, 2, 3].map(() => call('POST', '/workflows', fan, slow).then((r) => ({ ...r, out }))));
+    const first = await firstP;
+    expect(first.res.status).toBe(202);
+    for (const r of replays) {
+      expect(r.res.status).toBe(202);
+      expect(r.res.headers.get('idempotent-replayed')).toBe('true');
+      expect(r.json.workflow_id).toBe(first.json.workflow_id);
+      // Answered only once all three first steps were out.
+      expect(r.out).toBe(3);
+    }
+
+    // The publish fails after the request timeout: the first request and its replays answer 503, and the workflow is cancelled.
+    mode = 'fail';
+    const broken = { 'idempotency-key': 'broken' };
+    const failingP = call('POST', '/workflows', fan, broken);
+    await new Promise((r) => setTimeout(r, 30));
+    const failedReplays = await Promise.all([1, 2].map(() => call('POST', '/workflows', fan, broken)));
+    const failing = await failingP;
+    expect(failing.res.status).toBe(503);
+    for (const r of failedReplays) {
+      expect(r.res.status).toBe(503);
+      expect((r.json.error as { message: string }).message).toMatch(/did not accept the first steps of workflow/);
+    }
+    const listed = (await store.listWorkflows('default', 10)).workflows;
+    expect(listed.map((w) => w.status)).toEqual(['cancelled', expect.stringMatching(/^(running|done)$/)]);
+    // Once the broker is back, the retry under the same key starts the workflow anew, and that one replays.
+    mode = 'ok';
+    const retry = await call('POST', '/workflows', fan, broken);
+    expect(retry.res.status).toBe(202);
+    expect(retry.res.headers.get('idempotent-replayed')).toBeNull();
+    expect(retry.json.workflow_id).not.toBe(listed[0]?.id);
+    expect((await call('POST', '/workflows', fan, broken)).json.workflow_id).toBe(retry.json.workflow_id);
+  });
+
+  it('a replay never answers 202 for a workflow whose first publish failed and which could not be cancelled yet', async () => {
+    const { broker, store, call } = await stack({ requestTimeoutMs: 300 });
+    const publish = broker.publish.bind(broker);
+    broker.publish = (topic: string, m: OutgoingMessage) =>
+      topic.startsWith('req') ? new Promise((_, reject) => setTimeout(() => reject(new Error('broker stalled')), 400)) : publish(topic, m);
+    store.cancelWorkflow = () => Promise.reject(new Error('redis timeout'));
+    const key = { 'idempotency-key': 'stuck' };
+    const firstP = call('POST', '/workflows', pair(), key);
+    await new Promise((r) => setTimeout(r, 30));
+    const replay = await call('POST', '/workflows', pair(), key);
+    expect((await firstP).res.status).toBe(503);
+    expect(replay.res.status).toBe(503);
+    expect((replay.json.error as { message: string }).message).toMatch(/has not published the first steps of workflow .* yet; retry with the same key/);
+    expect((await store.listWorkflows('default', 10)).workflows.map((w) => w.status)).toEqual(['running']);
   });
 });
 

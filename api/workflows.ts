@@ -25,10 +25,10 @@ import {
   type WorkflowAcceptedView,
   type WorkflowListView,
 } from '../common/views.ts';
-import { countCancelledSteps, resolveWorkflow, startWorkflow, type WorkflowDeps } from '../common/workflows.ts';
+import { countCancelledSteps, resolveWorkflow, startWorkflow, workflowFingerprint, type WorkflowDeps } from '../common/workflows.ts';
 import type { AppEnv, Principal } from './auth.ts';
 import { validationError } from './errors.ts';
-import { readJsonBody } from './request.ts';
+import { idempotencyKeyOf, readJsonBody } from './request.ts';
 import { decodeCursor, encodeCursor } from './schemas.ts';
 import { resumeFrom, serveEvents } from './sse.ts';
 import { followWorkflowEvents, mapEvents } from './watch.ts';
@@ -66,6 +66,8 @@ export interface WorkflowRouteDeps extends WorkflowDeps {
   resultTopic: string | undefined;
   maxAttempts: number;
   bodyLimit: number;
+  /** How long an Idempotency-Key of POST /workflows names its workflow. */
+  idempotencyTtlSeconds: number;
   pollMs: number;
   keepAliveMs: number;
   caller: (c: Context<Env>, scope: 'tasks:read' | 'tasks:write') => Promise<Principal>;
@@ -100,15 +102,20 @@ export function mountWorkflows(app: Hono<Env>, deps: WorkflowRouteDeps): void {
 
   app.post('/workflows', async (c) => {
     const p = await caller(c, 'tasks:write');
+    const key = idempotencyKeyOf(c);
     const spec = resolveWorkflow(await readJsonBody(c, deps.bodyLimit), registry, deps.maxAttempts);
-    const started = await startWorkflow(deps, p.tenant, spec);
-    logger.info('workflow accepted', { workflow_id: started.workflowId, tenant: p.tenant, name: spec.name, steps: spec.steps.length });
+    // Per tenant, apart from POST /tasks' keys (store/port.ts createWorkflow).
+    const idempotency = key === undefined ? undefined : { key, fingerprint: workflowFingerprint(spec), ttlSeconds: deps.idempotencyTtlSeconds };
+    const started = await startWorkflow(deps, p.tenant, spec, idempotency ? { idempotency } : {});
+    if (started.replay) c.header('Idempotent-Replayed', 'true');
+    else logger.info('workflow accepted', { workflow_id: started.workflowId, tenant: p.tenant, name: spec.name, steps: spec.steps.length });
     const statusUrl = new URL(`/workflows/${started.workflowId}`, c.req.url).toString();
     c.header('Location', statusUrl);
     if (started.rate) for (const [k, v] of Object.entries(rateLimitHeaders('submits', started.rate))) c.header(k, v);
+    // A replay: the first answer, with the workflow's status now.
     const body: WorkflowAcceptedView = {
       workflow_id: started.workflowId,
-      status: 'running',
+      status: started.replay?.status ?? 'running',
       steps: started.steps,
       status_url: statusUrl,
       events_url: `${statusUrl}/events`,

@@ -73,6 +73,13 @@ export class IdempotencyKeyReusedError extends AppError {
   }
 }
 
+/** POST /workflows' Idempotency-Key was used before for a different request: answer 422, naming the workflow it started. */
+export class WorkflowKeyReusedError extends AppError {
+  constructor(readonly workflowId: string) {
+    super('idempotency_key_reused', `this Idempotency-Key was used for a different request (workflow ${workflowId})`);
+  }
+}
+
 /** No API key, or one that is unknown or revoked: answer 401 with WWW-Authenticate. */
 export class UnauthorizedError extends AppError {
   constructor(

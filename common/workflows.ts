@@ -7,14 +7,16 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { z } from 'zod';
+import { sleep } from './backoff.ts';
 import type { Broker } from './broker/port.ts';
-import { UnavailableError, ValidationError, errorMessage, withTimeout } from './errors.ts';
+import { fingerprintOf } from './canonical.ts';
+import { UnavailableError, ValidationError, WorkflowKeyReusedError, errorMessage, withTimeout } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { submitOutcomeOf, type Metrics, type SubmitOutcome } from './metrics.ts';
 import { requestOutgoing, requestTopicFor } from './messages.ts';
 import { quotaExceededError, rateLimitedError } from './limits.ts';
 import { costOf, type TaskRegistry } from './registry.ts';
-import type { NewStep, NewWorkflow, RateState, TaskStore } from './store/port.ts';
+import type { IdempotencyClaim, NewStep, NewWorkflow, RateState, TaskStore, WorkflowStatus } from './store/port.ts';
 import type { NewTask, Priority, TaskRecord } from './task.ts';
 import { workflowStepsBody, workflowTemplateBody } from './workflow-schemas.ts';
 
@@ -26,6 +28,8 @@ export interface WorkflowSpec {
   name: string | null;
   userId: string | null;
   steps: { id: string; type: string; input: unknown; needs: string[]; priority: Priority; maxAttempts: number }[];
+  /** A template's request: its name and its input as checked (defaults filled in). */
+  template?: { name: string; input: unknown };
 }
 
 const fail = (path: string, message: string): never => {
@@ -50,7 +54,7 @@ export function resolveWorkflow(body: unknown, registry: TaskRegistry, defaultMa
     const input = t.input.safeParse(parsed.data.input);
     if (!input.success) throw issuesError(input.error, ['input']);
     const spec = resolveWorkflow({ steps: t.steps(input.data) }, registry, defaultMaxAttempts);
-    return { ...spec, name: parsed.data.name ?? t.name, userId: parsed.data.user_id ?? null };
+    return { ...spec, name: parsed.data.name ?? t.name, userId: parsed.data.user_id ?? null, template: { name: parsed.data.template, input: input.data } };
   }
   const parsed = workflowStepsBody.safeParse(body);
   if (!parsed.success) throw issuesError(parsed.error);
@@ -92,6 +96,17 @@ export function resolveWorkflow(body: unknown, registry: TaskRegistry, defaultMa
   return { name: parsed.data.name ?? null, userId: parsed.data.user_id ?? null, steps: ordered };
 }
 
+/**
+ * What a replay of POST /workflows under the same Idempotency-Key must match: the name, the
+ * user and the steps as resolved (each step's id, type, checked input, needs, priority and
+ * attempts), or for a template its name and checked input instead of the steps it expands to
+ * (so a retry that lands on a replica whose template changed is still the same request).
+ */
+export function workflowFingerprint(spec: WorkflowSpec): string {
+  const what = spec.template ? { template: spec.template.name, input: spec.template.input } : { steps: spec.steps };
+  return fingerprintOf({ ...what, name: spec.name, user_id: spec.userId });
+}
+
 /** A UUID derived from `seed`, so a handler's ctx.spawn run again makes the same workflow, not a second one. */
 export function uuidFrom(seed: string): string {
   const h = createHash('sha256').update(seed).digest('hex');
@@ -119,24 +134,37 @@ export interface StartedWorkflow {
   workflowId: string;
   /** Step id → task id. */
   steps: Record<string, string>;
-  /** False when a workflow of this id existed already (a spawn run again): nothing new was started. */
+  /** False when a workflow of this id existed already (a spawn run again), or on a replay: nothing new was started. */
   created: boolean;
+  /**
+   * An Idempotency-Key replay: `workflowId` and `steps` are the workflow the key started, and
+   * this its status now (`running` if its record has expired since).
+   */
+  replay?: { status: WorkflowStatus };
   /** The tenant's submit rate after this one, when it has a limit (for the RateLimit headers). */
   rate?: RateState;
+}
+
+/** The reason a workflow is cancelled with when its first steps could not be published (a replay looks for it). */
+export const START_FAILED_REASON = 'its first steps could not be published';
+
+export interface StartOptions {
+  /** Given by ctx.spawn (derived from the spawning task); random otherwise. */
+  id?: string;
+  parentTaskId?: string;
+  /** POST /workflows' Idempotency-Key, with the request's workflowFingerprint. */
+  idempotency?: IdempotencyClaim;
 }
 
 /**
  * Creates the workflow and publishes the steps that need nothing. `id` is random unless
  * given (ctx.spawn derives it from the spawning task, so a re-run finds the same one); the
  * step task ids derive from it. If the first steps cannot be published in time, the workflow
- * is cancelled and an UnavailableError (503) thrown, as for a task.
+ * is cancelled (releasing its Idempotency-Key) and an UnavailableError (503) thrown, as for a
+ * task. With `idempotency`, a key bound already answers the workflow it started (`replay`),
+ * once that start's first steps are published (see replayOutcome), or a 422 for another request.
  */
-export async function startWorkflow(
-  deps: WorkflowDeps,
-  tenant: string,
-  spec: WorkflowSpec,
-  opts: { id?: string; parentTaskId?: string } = {},
-): Promise<StartedWorkflow> {
+export async function startWorkflow(deps: WorkflowDeps, tenant: string, spec: WorkflowSpec, opts: StartOptions = {}): Promise<StartedWorkflow> {
   const m = deps.metrics;
   if (!m) return startUncounted(deps, tenant, spec, opts);
   const count = (outcome: SubmitOutcome) => {
@@ -153,7 +181,12 @@ export async function startWorkflow(
   }
 }
 
-async function startUncounted(deps: WorkflowDeps, tenant: string, spec: WorkflowSpec, opts: { id?: string; parentTaskId?: string }): Promise<StartedWorkflow> {
+/** Step id → task id of workflow `id`: each step's task id derives from the workflow's. */
+function stepTaskIds(id: string, spec: WorkflowSpec): Record<string, string> {
+  return Object.fromEntries(spec.steps.map((s) => [s.id, uuidFrom(`${id}/${s.id}`)]));
+}
+
+async function startUncounted(deps: WorkflowDeps, tenant: string, spec: WorkflowSpec, opts: StartOptions): Promise<StartedWorkflow> {
   const id = opts.id ?? randomUUID();
   const createdAt = Date.now();
   const traceContext = traceHeaders();
@@ -177,10 +210,26 @@ async function startUncounted(deps: WorkflowDeps, tenant: string, spec: Workflow
     return n + (type ? costOf(type, s.input) : 1);
   }, 0);
   const wf: NewWorkflow = { id, tenant, name: spec.name, userId: spec.userId, parentTaskId: opts.parentTaskId ?? null, createdAt, steps };
-  const created = await deps.store.createWorkflow(wf, createdAt + deps.relayAfterMs, { admission: { ...deps.limits, cost } });
+  const idem = opts.idempotency;
+  // Rate limit, idempotency, quota and every record: one round trip.
+  const created = await deps.store.createWorkflow(wf, createdAt + deps.relayAfterMs, {
+    admission: { ...deps.limits, cost },
+    ...(idem ? { idempotency: idem } : {}),
+  });
   if (created.outcome === 'exists') return { workflowId: id, steps: stepIds, created: false };
   if (created.outcome === 'rate_limited') throw rateLimitedError(tenant, 'submits', created.rate);
   if (created.outcome === 'quota_exceeded') throw quotaExceededError(tenant, created.usage, created.retryAfterMs, `this workflow's steps cost ${cost}`);
+  if (created.outcome === 'replay') {
+    if (created.fingerprint !== idem?.fingerprint) throw new WorkflowKeyReusedError(created.workflowId);
+    const first = await replayOutcome(deps, created.workflowId, spec);
+    return {
+      workflowId: created.workflowId,
+      steps: first.steps,
+      created: false,
+      replay: { status: first.status },
+      ...(created.rate ? { rate: created.rate } : {}),
+    };
+  }
   const roots = steps.filter((s) => s.needs.length === 0).map((s) => s.task);
   try {
     await withTimeout(
@@ -189,7 +238,8 @@ async function startUncounted(deps: WorkflowDeps, tenant: string, spec: Workflow
       () => new Error(`no ack within ${deps.publishTimeoutMs} ms`),
     );
   } catch (err) {
-    await deps.store.cancelWorkflow(id, 'its first steps could not be published').catch((e: unknown) =>
+    // The key goes with it, so the client's retry (with the same key) starts a workflow instead of replaying this one.
+    await deps.store.cancelWorkflow(id, START_FAILED_REASON, tenant, idem?.key).catch((e: unknown) =>
       deps.logger.error('could not cancel a workflow whose first steps were not published; the relay may still start it', {
         workflow_id: id,
         err: errorMessage(e),
@@ -201,6 +251,49 @@ async function startUncounted(deps: WorkflowDeps, tenant: string, spec: Workflow
     deps.store.disarmOutbox(t.id, 0).catch((err: unknown) => deps.logger.warn('could not disarm the outbox entry', { task_id: t.id, err: errorMessage(err) }));
   }
   return { workflowId: id, steps: stepIds, created: true, ...(created.rate ? { rate: created.rate } : {}) };
+}
+
+/**
+ * A replay answers what the first request answered, as replayOutcome in api/submit.ts does for
+ * a task: while that request is still publishing the workflow's first steps (one of them is
+ * queued and its message not yet acknowledged), it waits for the outcome. A publish that failed
+ * cancelled the workflow (START_FAILED_REASON) before the first request's 503, so the replay
+ * answers 503 too (and the key was released: the next retry starts a workflow). A first step
+ * still unpublished after the first request's publish timeout (its API died, or could not
+ * cancel) is a 503 as well: retry with the same key, and get 202 once the relay has published it.
+ */
+async function replayOutcome(deps: WorkflowDeps, id: string, spec: WorkflowSpec): Promise<{ steps: Record<string, string>; status: WorkflowStatus }> {
+  const deadline = Date.now() + deps.publishTimeoutMs + 1000;
+  for (let pause = 10; ; pause = Math.min(pause * 2, 200)) {
+    const wf = await deps.store.getWorkflow(id);
+    // Expired since (IDEMPOTENCY_TTL_SECONDS > RESULT_TTL_SECONDS): the first answer, its step ids derived as they were.
+    if (!wf) return { steps: stepTaskIds(id, spec), status: 'running' };
+    const steps = Object.fromEntries(wf.steps.map((s) => [s.step, s.taskId]));
+    const rootIds = spec.steps.flatMap((s) => (s.needs.length === 0 && steps[s.id] !== undefined ? [steps[s.id] as string] : []));
+    const roots = (await Promise.all(rootIds.map((t) => deps.store.get(t)))).filter((t): t is TaskRecord => t !== null);
+    if (wf.status === 'cancelled' && (await startFailed(deps.store, roots))) {
+      throw new UnavailableError('broker', `the broker did not accept the first steps of workflow ${id}; retry with the same Idempotency-Key`);
+    }
+    const unpublished = wf.status === 'running' && roots.some((t) => t.status === 'queued' && t.attempt === 0 && !t.requestPublished);
+    if (!unpublished) return { steps, status: wf.status };
+    if (Date.now() >= deadline) {
+      throw new UnavailableError(
+        'broker',
+        `the first request with this Idempotency-Key has not published the first steps of workflow ${id} yet; retry with the same key`,
+      );
+    }
+    await sleep(pause);
+  }
+}
+
+/** Whether a first step was cancelled, never published, because its start's publish failed (not by a DELETE). */
+async function startFailed(store: TaskStore, roots: TaskRecord[]): Promise<boolean> {
+  for (const t of roots) {
+    if (t.status !== 'cancelled' || t.attempt !== 0 || t.requestPublished) continue;
+    const events = await store.events(t.id, null, 1000);
+    if (events.some((e) => e.type === 'cancelled' && e.data.reason === START_FAILED_REASON)) return true;
+  }
+  return false;
 }
 
 /**

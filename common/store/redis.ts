@@ -47,7 +47,6 @@ import {
   type WorkerInfo,
   type TransitionCode,
   type TransitionResult,
-  type Admission,
   type CreateWorkflowOptions,
   type CreateWorkflowResult,
   type DeadLetterQuery,
