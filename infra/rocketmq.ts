@@ -1,8 +1,8 @@
 /**
  * A private Apache RocketMQ 5.3.3 from the Maven Central jars (infra/rocketmq/pom.xml):
  * a name server JVM, then one JVM with the broker and the gRPC proxy (`-pm local`), on free
- * loopback ports with their own dir. Topics and groups are created with the admin tool,
- * since gRPC clients cannot create them.
+ * loopback ports with their own dir. Topics and groups are created with the admin client
+ * (createTopics, infra/RocketAdmin.java), since gRPC clients cannot create them.
  *
  * Ports: the broker also listens on listenPort-2 (its "fast"/VIP remoting server, always
  * started) and on haListenPort (set explicitly here, else listenPort+1), so both are probed.
@@ -10,13 +10,15 @@
  * the proxy's gRPC and remoting servers and the broker's HA port always bind the wildcard
  * address in 5.3.3 (no setting), so they are reachable from outside unless a firewall says no.
  */
-import { sleep } from '../common/backoff.ts';
-import { execFileSync, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
 import { ensureJars } from './jars.ts';
-import { CACHE_DIR, ensureDir, freePort, spawnDetached, stopService, waitForLogLine, type ServiceHandle, type ServiceStarter } from './lib.ts';
+import { CACHE_DIR, REPO_ROOT, ensureDir, freePort, spawnDetached, stopService, waitForLogLine, type ServiceHandle, type ServiceStarter } from './lib.ts';
 
 /** Printed to stdout by NamesrvStartup once the name server listens. */
 const NAMESRV_READY = 'The Name Server boot success';
@@ -42,6 +44,7 @@ const JVM_COMMON = ['-XX:+UseSerialGC', '-Djava.awt.headless=true', '-Djava.net.
  * The rest of the broker's graceful shutdown takes ~12 s, so stopGroup SIGKILLs it after 10 s.
  */
 const NAMESRV_JVM = [...JVM_COMMON, '-Xrs'];
+const execFileAsync = promisify(execFile);
 
 /** True when nothing listens on `port` on any interface (the HA server binds the wildcard). */
 function portIsFree(port: number): Promise<boolean> {
@@ -69,46 +72,82 @@ async function pickPort(taken: Set<number>, below = 0): Promise<number> {
   throw new Error('could not find free loopback ports for RocketMQ');
 }
 
+/** infra/RocketAdmin.java: creates all the topics and groups of one createTopics call in one JVM. */
+const ADMIN_SOURCE = join(REPO_ROOT, 'infra', 'RocketAdmin.java');
+const ADMIN_JVM = ['-Xmx128m', '-Xss512k', '-XX:TieredStopAtLevel=1', ...JVM_COMMON];
+let adminClassesPending: Promise<string> | undefined;
+
 /**
- * Runs one MQAdminStartup command. Its output says " success." once the broker has answered;
- * the JVM then spends about 3 s in client shutdown (thread joins), so it is killed right away.
+ * The folder with RocketAdmin compiled against the RocketMQ jars: CACHE_DIR/rocketmq-admin-classes/<hash
+ * of the source and the jar names>. javac runs once per change (about 2 s); running the source file with
+ * the single-file launcher instead would compile it on every call (0.7 s of CPU each). Compiled into a
+ * temporary folder and renamed, so test workers compiling at the same time do not see half a folder.
  */
-function runAdmin(jars: string, home: string, args: string[]): Promise<{ ok: boolean; out: string; fatal?: boolean }> {
-  return new Promise((res) => {
-    const child = spawn(
-      'java',
-      [
-        '-Xmx128m',
-        '-Xss512k',
-        '-XX:TieredStopAtLevel=1',
-        ...JVM_COMMON,
-        `-Duser.home=${home}`,
-        '-cp',
-        `${jars}/*`,
-        'org.apache.rocketmq.tools.command.MQAdminStartup',
-        ...args,
-      ],
-      { cwd: home, env: { ...process.env, ROCKETMQ_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let out = '';
-    let ok = false;
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    const onData = (chunk: Buffer) => {
-      out += chunk.toString('utf8');
-      if (!ok && / success\./.test(out)) {
-        ok = true;
-        setTimeout(() => child.kill('SIGKILL'), 100);
+function adminClasses(jars: string): Promise<string> {
+  adminClassesPending ??= (async () => {
+    const hash = createHash('sha256').update(readFileSync(ADMIN_SOURCE)).update(readdirSync(jars).sort().join('\n')).digest('hex').slice(0, 16);
+    const dir = join(ensureDir(join(CACHE_DIR, 'rocketmq-admin-classes')), hash);
+    if (existsSync(join(dir, 'RocketAdmin.class'))) return dir;
+    const tmp = mkdtempSync(`${dir}.tmp-`);
+    try {
+      await execFileAsync('javac', ['--release', '11', '-proc:none', '-nowarn', '-encoding', 'UTF-8', '-d', tmp, '-cp', `${jars}/*`, ADMIN_SOURCE], {
+        maxBuffer: 16 * 1024 * 1024,
+      });
+      renameSync(tmp, dir);
+    } catch (err) {
+      rmSync(tmp, { recursive: true, force: true });
+      if (existsSync(join(dir, 'RocketAdmin.class'))) return dir; // another process was first
+      const e = err as NodeJS.ErrnoException & { stdout?: string; stderr?: string };
+      if (e.code === 'ENOENT') {
+        throw new Error('javac is not on PATH: creating RocketMQ topics needs a JDK 17+, not only a JRE (Debian: apt-get install openjdk-17-jdk-headless)');
       }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      res({ ok: false, out: `${out}\n${err.message}`, fatal: true });
+      throw new Error(`javac could not compile ${ADMIN_SOURCE}: ${e.message}\n${`${e.stdout ?? ''}${e.stderr ?? ''}`.trim()}`);
+    }
+    return dir;
+  })();
+  adminClassesPending.catch(() => (adminClassesPending = undefined)); // try again on the next call
+  return adminClassesPending;
+}
+
+/**
+ * Runs RocketAdmin with `args`. Its "retry: ..." lines go to `log`; it is killed when it says nothing
+ * for `silentMs` (it speaks at least every 5 s while it retries, and each request has a 5 s timeout).
+ */
+function runRocketAdmin(
+  classPath: string,
+  home: string,
+  args: string[],
+  silentMs: number,
+  log?: (msg: string) => void,
+): Promise<{ code: number | null; out: string[]; error?: Error }> {
+  return new Promise((res) => {
+    const child = spawn('java', [...ADMIN_JVM, `-Duser.home=${home}`, '-cp', classPath, 'RocketAdmin', ...args], {
+      cwd: home,
+      env: { ...process.env, ROCKETMQ_HOME: home },
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
-    child.on('close', () => {
+    const out: string[] = [];
+    let error: Error | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
       clearTimeout(timer);
-      res({ ok, out });
+      timer = setTimeout(() => {
+        error = new Error(`RocketAdmin said nothing for ${silentMs / 1000} s and was killed`);
+        child.kill('SIGKILL');
+      }, silentMs);
+    };
+    arm();
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on('line', (line) => {
+        arm();
+        out.push(line);
+        if (line.startsWith('retry: ')) log?.(`RocketMQ admin: ${line}`);
+      });
+    }
+    child.on('error', (err) => (error ??= err));
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      res({ code, out, error });
     });
   });
 }
@@ -116,20 +155,20 @@ function runAdmin(jars: string, home: string, args: string[]): Promise<{ ok: boo
 export interface CreateTopicsOptions {
   /** Topic attribute message.type checked by the 5.x proxy on send (NORMAL, FIFO, DELAY, TRANSACTION, MIXED). */
   messageType?: string;
-  /** Read and write queues per topic (admin tool default: 8). */
+  /** Read and write queues per topic (default 8, as mqadmin's). */
   queues?: number;
-  /** How long to retry while the broker registers in the name server. */
+  /** How long to retry each topic and group while the broker registers in the name server (default 60 s). */
   timeoutMs?: number;
-  /** Folder for the admin tool's logs (its user.home). */
+  /** Folder for the admin client's logs (its user.home). */
   dir?: string;
   /** Told about retries. */
   log?: (msg: string) => void;
 }
 
 /**
- * Creates (or updates) `topics` and consumer `groups` in the DefaultCluster with
- * MQAdminStartup. The tool exits 0 even when it fails, so its output must say "success";
- * failures are retried until `timeoutMs` since a fresh broker may not be registered yet.
+ * Creates (or updates) `topics` and consumer `groups` in the DefaultCluster, as `mqadmin updateTopic`
+ * and `mqadmin updateSubGroup` would, but all in one JVM (infra/RocketAdmin.java). Each topic and group
+ * is retried for up to `timeoutMs`, since a fresh broker may not be registered in the name server yet.
  */
 export async function createTopics(
   target: Pick<ServiceHandle, 'env' | 'dir'> | string,
@@ -139,33 +178,21 @@ export async function createTopics(
 ): Promise<void> {
   const namesrv = typeof target === 'string' ? target : target.env.ROCKETMQ_NAMESRV;
   if (!namesrv) throw new Error('createTopics: no name server address (ROCKETMQ_NAMESRV)');
+  if (topics.length === 0 && groups.length === 0) return;
   const jars = ensureJars('rocketmq');
   const home = ensureDir(opts.dir ?? (typeof target === 'string' ? join(CACHE_DIR, 'rocketmq-admin') : join(target.dir, 'admin')));
   const messageType = opts.messageType ?? 'NORMAL';
   const queues = String(opts.queues ?? 8);
   const timeoutMs = opts.timeoutMs ?? 60_000;
 
-  const commands: string[][] = [
-    ...topics.map((t) => ['updateTopic', '-n', namesrv, '-c', ROCKETMQ_CLUSTER, '-t', t, '-r', queues, '-w', queues, '-a', `+message.type=${messageType}`]),
-    ...groups.map((g) => ['updateSubGroup', '-n', namesrv, '-c', ROCKETMQ_CLUSTER, '-g', g]),
-  ];
-  const runOne = async (args: string[]): Promise<void> => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const { ok, out, fatal } = await runAdmin(jars, home, args);
-      if (ok) return;
-      const tailOut = out.trim().split('\n').slice(-30).join('\n');
-      if (fatal || Date.now() > deadline) throw new Error(`mqadmin ${args.join(' ')} failed on ${namesrv}:\n${tailOut}`);
-      opts.log?.(`mqadmin ${args[0]} ${args[args.length - 1]} not done yet, retrying: ${tailOut.split('\n')[0] || '(no output)'}`);
-      await sleep(1000);
-    }
-  };
-  // Each command is a JVM (about a second of CPU); run a few at once.
-  const queue = [...commands];
-  const workers = Array.from({ length: Math.min(3, queue.length) }, async () => {
-    for (let args = queue.shift(); args; args = queue.shift()) await runOne(args);
-  });
-  await Promise.all(workers);
+  const classes = await adminClasses(jars);
+  const args = [namesrv, ROCKETMQ_CLUSTER, queues, messageType, String(timeoutMs), ...topics.map((t) => `topic:${t}`), ...groups.map((g) => `group:${g}`)];
+  const { code, out, error } = await runRocketAdmin(`${classes}:${jars}/*`, home, args, timeoutMs + 15_000, opts.log);
+  if (code === 0 && !error) return;
+  const errors = out.filter((l) => l.startsWith('error: '));
+  const detail = (errors.length > 0 ? errors : out.slice(-30)).join('\n') || '(no output)';
+  const what = error ? error.message : `exit status ${code}`;
+  throw new Error(`createTopics on ${namesrv} (${topics.length} topics, ${groups.length} groups) failed, RocketAdmin ${what}:\n${detail}`);
 }
 
 export const startRocketmq: ServiceStarter = async (ctx) => {
@@ -173,8 +200,10 @@ export const startRocketmq: ServiceStarter = async (ctx) => {
   try {
     execFileSync('java', ['-version'], { stdio: 'ignore' });
   } catch {
-    throw new Error('java is not on PATH: RocketMQ needs a JRE 17+ (Debian: apt-get install openjdk-17-jre-headless) or use TEST_INFRA=containers with Docker');
+    throw new Error('java is not on PATH: RocketMQ needs a JDK 17+ (Debian: apt-get install openjdk-17-jdk-headless) or use TEST_INFRA=containers with Docker');
   }
+  // Compiles the admin client (createTopics) while the JVMs boot, the first time only.
+  adminClasses(jars).catch(() => undefined);
   const dir = ensureDir(join(ctx.runDir, 'rocketmq'));
   const home = ensureDir(join(dir, 'home')); // user.home: logs/rocketmqlogs/*.log, namesrv kv config
   const rmqHome = ensureDir(join(dir, 'rocketmq-home')); // ROCKETMQ_HOME: must be set, may be empty
