@@ -57,14 +57,17 @@ export function workflowPaths(): Record<string, Json> {
         tags: ['workflows'],
         summary: 'Start a workflow (fan-out / fan-in)',
         description:
-          'Every step is a task. The steps that need nothing are published at once; a step is published when the last step it needs ends `done` (exactly once, in the same atomic store step), and its handler sees their results in `ctx.needs`. No worker slot is held while a step waits. A step that fails after its attempts fails the workflow and cancels the steps not run. The quota is spent for the sum of the steps’ costs.',
+          'Every step is a task. The steps that need nothing are published at once; a step is published when the last step it needs ends `done` (exactly once, in the same atomic store step), and its handler sees their results in `ctx.needs`. No worker slot is held while a step waits. A step that fails after its attempts fails the workflow and cancels the steps not run. The quota is spent for the sum of the steps’ costs. With an `Idempotency-Key`, a retry of the same request answers the workflow the first one started (`Idempotent-Replayed: true`) instead of starting a second; the key is the tenant’s, and apart from `POST /tasks`’ (the same value there names a task of its own).',
         security: writeScope,
+        parameters: [ref('parameters', 'IdempotencyKey')],
         requestBody: { required: true, content: json({ oneOf: [ref('schemas', 'WorkflowSteps'), ref('schemas', 'WorkflowFromTemplate')] }) },
         responses: {
           '202': {
-            description: 'Started; poll `status_url` or stream `events_url`.',
+            description:
+              'Started; poll `status_url` or stream `events_url`. On a replay of an Idempotency-Key, the answer the first request had (the same `workflow_id` and `steps`), with `status` as it is now.',
             headers: {
               Location: { description: 'The workflow’s URL (its `status_url`).', required: true, schema: { type: 'string', format: 'uri' } },
+              'Idempotent-Replayed': ref('headers', 'IdempotentReplayed'),
               // With a submit rate (the tenant's or the deployment's), as POST /tasks.
               ...rateHeaders,
             },
@@ -74,6 +77,7 @@ export function workflowPaths(): Record<string, Json> {
           ...authErrors,
           '413': ref('responses', 'PayloadTooLarge'),
           '415': ref('responses', 'UnsupportedMediaType'),
+          '422': ref('responses', 'IdempotencyKeyReused'),
           // The steps are submits: the tenant's submit rate and quota (the sum of the steps' costs), as POST /tasks.
           '429': ref('responses', 'TooManyRequests'),
           '503': ref('responses', 'Unavailable'),

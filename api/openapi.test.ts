@@ -174,6 +174,7 @@ describe('GET /openapi.json', () => {
       return all.filter((p) => p !== 'header:X-Request-Id');
     };
     expect(paramsBut('post', '/tasks')).toEqual(['query:wait', 'header:Idempotency-Key']);
+    expect(paramsBut('post', '/workflows')).toEqual(['header:Idempotency-Key']);
     expect(paramsBut('get', '/tasks').sort()).toEqual(['query:cursor', 'query:limit', 'query:status', 'query:type', 'query:user_id']);
     expect(paramsBut('get', '/tasks/{id}')).toEqual(['path:id', 'query:wait', 'query:history']);
     expect(paramsBut('delete', '/tasks/{id}')).toEqual(['path:id', 'query:reason']);
@@ -424,10 +425,17 @@ describe('real answers match the declared schemas: workflows, reruns, dead lette
         { id: 'b', type: 'agent', input: { content: 'second' }, needs: ['a'] },
       ],
     };
-    const started = await call(key, 'POST', '/workflows', steps);
+    const idem = { 'idempotency-key': 'wf-4711' };
+    const started = await call(key, 'POST', '/workflows', steps, idem);
     const accepted = await conforms(started, 'POST', '/workflows', 202);
     expect(started.headers.get('location')).toBe(accepted.status_url);
     const id = String(accepted.workflow_id);
+    // An Idempotency-Key replay (with its header), and the same key for another body: 422.
+    const replay = await call(key, 'POST', '/workflows', steps, idem);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect((await conforms(replay, 'POST', '/workflows', 202)).workflow_id).toBe(id);
+    const reused = await conforms(await call(key, 'POST', '/workflows', { ...steps, name: 'other' }, idem), 'POST', '/workflows', 422);
+    expect(reused.error).toMatchObject({ code: 'idempotency_key_reused', workflow_id: id });
     await waitFor(
       'the workflow done',
       async () => (await conforms(await call(key, 'GET', `/workflows/${id}`), 'GET', '/workflows/:id', 200)).status === 'done',

@@ -883,9 +883,15 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
     UnsupportedMediaType: problem('The body is not `application/json` (or `application/*+json`) in UTF-8.', {
       form: err('unsupported_media_type', 'content-type must be application/json, got text/plain'),
     }),
-    IdempotencyKeyReused: problem('The Idempotency-Key was used before for a different request.', {
-      reused: err('idempotency_key_reused', `this Idempotency-Key was used for a different request (task ${EXAMPLE_ID})`, { task_id: EXAMPLE_ID }),
-    }),
+    IdempotencyKeyReused: problem(
+      'The Idempotency-Key was used before for a different request: `task_id` (or, on `POST /workflows`, `workflow_id`) names what it made.',
+      {
+        reused: err('idempotency_key_reused', `this Idempotency-Key was used for a different request (task ${EXAMPLE_ID})`, { task_id: EXAMPLE_ID }),
+        reused_workflow: err('idempotency_key_reused', `this Idempotency-Key was used for a different request (workflow ${EXAMPLE_ID})`, {
+          workflow_id: EXAMPLE_ID,
+        }),
+      },
+    ),
     TooManyRequests: problem(
       'Over the tenant’s submits per second (`rate_limited`, with the RateLimit headers), or short of quota units for the task and its downgrade (`quota_exceeded`, `Retry-After` until the window resets).',
       {
@@ -950,7 +956,7 @@ export function buildOpenApiDocument(registry: TaskRegistry, opts: OpenApiOption
       in: 'header',
       required: false,
       description:
-        'The same key with the same request, within IDEMPOTENCY_TTL_SECONDS (24 h), answers 202 with the task the first request created (`Idempotent-Replayed: true`); with a different body, 422. Per tenant.',
+        'The same key with the same request, within IDEMPOTENCY_TTL_SECONDS (24 h), answers 202 with the task (`POST /workflows`: the workflow) the first request created (`Idempotent-Replayed: true`); with a different body, 422. Per tenant, and per route: a key of `POST /tasks` and one of `POST /workflows` are apart.',
       schema: { type: 'string', pattern: '^[\\x21-\\x7e]{1,255}$' },
       example: 'order-4711',
     },
