@@ -169,6 +169,31 @@ describe('TaskClient.submit', () => {
     await expect(new TaskClient({ baseUrl: BASE, fetch: offline.fetch }).submit({ user_id: 'u', content: 'x' })).rejects.toThrow('fetch failed');
     expect(offline.calls).toHaveLength(1);
   });
+
+  it('submitWorkflow sends an Idempotency-Key and retries a 503 with it; without one it never retries', async () => {
+    vi.useFakeTimers();
+    const accepted = {
+      workflow_id: ID,
+      status: 'running',
+      steps: { a: ID },
+      status_url: `${BASE}/workflows/${ID}`,
+      events_url: `${BASE}/workflows/${ID}/events`,
+    };
+    const req = { steps: [{ id: 'a', type: 'agent', input: { content: 'x' } }] };
+    const withKey = fakeApi((_req, n) => (n === 1 ? apiError(503, 'broker_unavailable', { 'retry-after': '1' }) : json(202, accepted)));
+    const answer = new TaskClient({ baseUrl: BASE, fetch: withKey.fetch }).submitWorkflow(req, { idempotencyKey: 'wf-1' });
+    await vi.advanceTimersByTimeAsync(1000);
+    await expect(answer).resolves.toEqual(accepted);
+    expect(withKey.calls.map((c) => [c.method, path(c), c.headers.get('idempotency-key')])).toEqual([
+      ['POST', '/queue/workflows', 'wf-1'],
+      ['POST', '/queue/workflows', 'wf-1'],
+    ]);
+    vi.useRealTimers();
+
+    const without = fakeApi(() => apiError(503, 'broker_unavailable', { 'retry-after': '0' }));
+    await expect(new TaskClient({ baseUrl: BASE, fetch: without.fetch }).submitWorkflow(req)).rejects.toMatchObject({ status: 503 });
+    expect(without.calls.map((c) => c.headers.get('idempotency-key'))).toEqual([null]);
+  });
 });
 
 describe('TaskClient requests', () => {

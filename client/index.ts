@@ -338,10 +338,20 @@ export class TaskClient {
 
   /**
    * POST /workflows: every step becomes a task at once (those with needs wait for them); answers
-   * each step's task id. Not retried: a retry could start a second workflow.
+   * each step's task id. Retried (a 503, a 429 `rate_limited`, a network error) only with an
+   * `idempotencyKey`, as submit: the API answers the retry with the workflow the first request
+   * started. Without one a retry could start a second workflow.
    */
-  async submitWorkflow(req: WorkflowRequest, opts: { signal?: AbortSignal } = {}): Promise<WorkflowAccepted> {
-    const res = await this.send({ method: 'POST', path: '/workflows', body: req, signal: opts.signal, retry: false });
+  async submitWorkflow(req: WorkflowRequest, opts: { idempotencyKey?: string; signal?: AbortSignal } = {}): Promise<WorkflowAccepted> {
+    const key = opts.idempotencyKey;
+    const res = await this.send({
+      method: 'POST',
+      path: '/workflows',
+      body: req,
+      headers: key === undefined ? {} : { 'idempotency-key': key },
+      signal: opts.signal,
+      retry: key !== undefined,
+    });
     return (await res.json()) as WorkflowAccepted;
   }
 
