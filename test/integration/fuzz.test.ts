@@ -564,11 +564,14 @@ function generator(rand: () => number, keys: FuzzKeys) {
         ]);
         return { kind: 'dead letters: bad query', method: 'GET', path: `/dead-letters?${q}`, headers: {}, expect: { status: 400, message } };
       },
-      // Idempotency-Key: too long, control characters, not ASCII (Latin-1, or UTF-8 bytes), empty, spaces.
+      // Idempotency-Key: too long, control characters, not ASCII (Latin-1, or UTF-8 bytes), empty, spaces; on POST /tasks or /workflows.
       () => ({
         kind: 'bad Idempotency-Key',
         method: 'POST',
-        path: '/tasks',
+        ...pick([
+          { path: '/tasks', body: JSON.stringify(valid()) },
+          { path: '/workflows', body: JSON.stringify(workflow([step('a'), step('b', ['a'])])) },
+        ]),
         headers: {
           ...json,
           'idempotency-key': pick([
@@ -581,7 +584,6 @@ function generator(rand: () => number, keys: FuzzKeys) {
             '',
           ]),
         },
-        body: JSON.stringify(valid()),
         expect: { status: 400, message: /^Idempotency-Key: / },
       }),
       // A control character other than a tab: fetch will not send it, and Node's HTTP parser refuses it before the app sees it.
