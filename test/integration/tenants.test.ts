@@ -267,6 +267,22 @@ describe('tenants on kafka', () => {
     const cancelled = await call(acme, 'DELETE', `/workflows/${wfId}`);
     expect(cancelled.status).toBe(200);
     expect(await cancelled.json()).toMatchObject({ status: 'cancelled' });
+    // A POST /workflows Idempotency-Key is the tenant's own too: the rival's same key and body start the rival's own workflow.
+    const idem = { 'idempotency-key': `shared-wf-${prefix}` };
+    const flow = { steps: [{ id: 'a', type: 'agent', input: { content: 'same body' } }], user_id: 'shared-user' };
+    const acmeFlow = await call(acme, 'POST', '/workflows', flow, idem);
+    const rivalFlow = await asRival('POST', '/workflows', flow, idem);
+    expect([acmeFlow.status, rivalFlow.status, rivalFlow.headers.get('idempotent-replayed')]).toEqual([202, 202, null]);
+    const [acmeWf, rivalWf] = (await Promise.all([acmeFlow.json(), rivalFlow.json()])) as { workflow_id: string }[];
+    expect(rivalWf?.workflow_id).not.toBe(acmeWf?.workflow_id);
+    expect((await call(acme, 'POST', '/workflows', flow, idem)).headers.get('idempotent-replayed')).toBe('true');
+    await waitFor('both workflows done', async () => {
+      const ends = await Promise.all([
+        call(acme, 'GET', `/workflows/${String(acmeWf?.workflow_id)}`),
+        asRival('GET', `/workflows/${String(rivalWf?.workflow_id)}`),
+      ]);
+      return (await Promise.all(ends.map(async (r) => ((await r.json()) as { status: string }).status))).every((st) => st === 'done');
+    });
 
     // A schedule (once a year: it does not fire during the test).
     const sch = await acmeCreates('/schedules', { name: 'acme yearly', cron: '0 3 1 1 *', task: { type: 'agent', input: { content: 'acme yearly' } } }, 201);
