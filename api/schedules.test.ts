@@ -3,7 +3,6 @@
  * list, get with next runs and the last task, pause, resume, delete, scopes, another tenant's
  * schedule as a 404, the 405s, and the answers against the OpenAPI document.
  */
-import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { newApiKey } from '../common/api-keys.ts';
 import { MemoryBroker } from '../common/broker/memory.ts';
@@ -16,6 +15,7 @@ import type { Scope } from '../common/store/port.ts';
 import { defaultRegistry } from '../worker/task-types.ts';
 import { createApp } from './app.ts';
 import type { ErrorBody } from './errors.ts';
+import { loadSpec } from '../test/support/openapi.ts';
 
 type Json = Record<string, unknown>;
 
@@ -252,56 +252,25 @@ describe('the other schedule routes', () => {
   });
 });
 
-// The JSON Schema 2020-12 validator of @seriousme/openapi-schema-validator (ajv 8), as api/openapi.test.ts uses it.
-interface ValidateFunction {
-  (data: unknown): boolean;
-  errors?: unknown[] | null;
-}
-interface Ajv {
-  addSchema(schema: object, key: string): Ajv;
-  compile(schema: object): ValidateFunction;
-}
-const fromValidator = createRequire(createRequire(import.meta.url).resolve('@seriousme/openapi-schema-validator'));
-const Ajv2020 = (fromValidator('ajv/dist/2020.js') as { default: new (opts: object) => Ajv }).default;
-const addFormats = (fromValidator('ajv-formats') as { default: (ajv: Ajv) => void }).default;
-
 describe('the schedule routes in the OpenAPI document', () => {
   it('answers and examples match the schemas the document declares', async () => {
     const { app, call, keyFor, scheduler } = setup();
-    const doc = (await (await app.request('http://localhost/openapi.json')).json()) as Json;
-    const ajv = new Ajv2020({ strict: false, allErrors: true });
-    addFormats(ajv);
-    ajv.addSchema(doc, 'https://spec.local/openapi.json');
-    const paths = doc.paths as Record<string, Record<string, { responses: Record<string, Json>; requestBody?: Json }>>;
-    const resolve = (r: Json): Json =>
-      typeof r.$ref === 'string'
-        ? resolve(
-            r.$ref
-              .slice(2)
-              .split('/')
-              .reduce<Json>((n, k) => n[k] as Json, doc),
-          )
-        : r;
-    const check = (schema: Json, value: unknown, what: string) => {
-      const ref = typeof schema.$ref === 'string' ? { $ref: `https://spec.local/openapi.json${schema.$ref}` } : schema;
-      const validate = ajv.compile(ref);
-      expect(validate(value), `${what}: ${JSON.stringify(validate.errors)}`).toBe(true);
-    };
+    const spec = await loadSpec(app);
     const conforms = async (res: Response, method: string, path: string) => {
-      const op = paths[path]?.[method];
-      expect(op, `${method} ${path} in the document`).toBeDefined();
-      const declared = resolve(op?.responses[String(res.status)] ?? {});
-      expect(declared.content, `${method} ${path} declares ${res.status}`).toBeDefined();
-      const media = (declared.content as Record<string, { schema: Json; examples?: Record<string, { value: unknown }> }>)['application/json'];
-      check(media?.schema ?? {}, await res.json(), `${method} ${path} ${res.status}`);
-      for (const [name, ex] of Object.entries(media?.examples ?? {})) check(media?.schema ?? {}, ex.value, `${method} ${path} example ${name}`);
+      const media = (spec.declared(method, path, res.status).content as Record<string, { schema: Json; examples?: Record<string, { value: unknown }> }>)[
+        'application/json'
+      ];
+      expect(media, `${method} ${path} declares a JSON body for ${res.status}`).toBeDefined();
+      spec.expectValid(media?.schema ?? {}, await res.json(), `${method} ${path} ${res.status}`);
+      for (const [name, ex] of Object.entries(media?.examples ?? {})) spec.expectValid(media?.schema ?? {}, ex.value, `${method} ${path} example ${name}`);
     };
+    const paths = spec.paths as Record<string, Record<string, { requestBody?: Json }>>;
     const key = await keyFor('acme');
     const body = (paths['/schedules']?.post?.requestBody?.content as Record<string, { schema: Json; examples: Record<string, { value: unknown }> }>)[
       'application/json'
     ];
-    for (const ex of Object.values(body?.examples ?? {})) check(body?.schema ?? {}, ex.value, 'request example');
-    check(body?.schema ?? {}, weekdays, 'request');
+    for (const ex of Object.values(body?.examples ?? {})) spec.expectValid(body?.schema ?? {}, ex.value, 'request example');
+    spec.expectValid(body?.schema ?? {}, weekdays, 'request');
 
     const created = await call(key, 'POST', '/schedules', { cron: '* * * * *', task: { type: 'agent', input: { content: 'hi' } } });
     const s = (await created.clone().json()) as ScheduleView;
