@@ -33,7 +33,7 @@ import { traceRequests } from './tracing.ts';
 import { followEvents, mapEvents, waitForEnd } from './watch.ts';
 import { resumeFrom, serveEvents } from './sse.ts';
 import { WORKFLOW_METHODS, mountWorkflows } from './workflows.ts';
-import { countCancelledSteps, workflowSteps } from '../common/workflows.ts';
+import { endCancelledSteps, workflowSteps } from '../common/workflows.ts';
 
 export interface AppDeps {
   store: TaskStore;
@@ -246,12 +246,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     logger.info('task cancelled', { task_id: id, was: r.was });
     // A running task's worker counts its end.
     if (r.was !== 'running') deps.metrics?.finished.inc({ type: deps.metrics.type(r.task.type), outcome: 'cancelled' });
-    // A step's cancel cancels its workflow's other steps: those not running are counted here too.
-    if (deps.metrics && r.task.workflowId) {
-      const m = deps.metrics;
+    // A step's cancel cancels its workflow's other steps: those not running are counted and their results published here too.
+    if (r.task.workflowId) {
+      const stepDeps = { store, broker, logger, metrics: deps.metrics, resultTopic: options.resultTopic, publishTimeoutMs: options.requestTimeoutMs };
       await workflowSteps(store, r.task.workflowId)
-        .then((steps) => countCancelledSteps(store, m, steps, id))
-        .catch((err: unknown) => logger.warn('could not count the cancelled steps', { task_id: id, err: errorMessage(err) }));
+        .then((steps) => endCancelledSteps(stepDeps, steps, id))
+        .catch((err: unknown) => logger.warn('could not end the cancelled steps', { task_id: id, err: errorMessage(err) }));
     }
     // A task not started has no worker to publish its end; a running one's worker does it.
     if (r.was !== 'running' && options.resultTopic) {

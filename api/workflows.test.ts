@@ -136,8 +136,20 @@ describe('workflows over HTTP', () => {
     }
   });
 
-  it('fails the workflow when a step fails and cancels the steps not run; DELETE cancels a running one', async () => {
-    const { call } = await stack();
+  it('fails the workflow when a step fails and cancels the steps not run; DELETE cancels a running one; every step gets its result message', async () => {
+    const { call, broker } = await stack();
+    // What a downstream service sees on the result topic: one message per step, whoever ended it.
+    const results = new Map<string, string[]>();
+    await broker.subscribe('res', 'downstream', (d) => {
+      results.set(d.key, [...(results.get(d.key) ?? []), (JSON.parse(d.body) as { status: string }).status]);
+      return Promise.resolve();
+    });
+    const resultsOf = async (url: string, statuses: string[]) => {
+      const steps = ((await call('GET', url)).json as unknown as WorkflowView).steps.map((st) => st.task_id);
+      await waitFor(`a result message for each step of ${url}`, () => steps.every((id) => results.has(id)));
+      await new Promise((r) => setTimeout(r, 50)); // nothing more comes
+      expect(steps.map((id) => results.get(id))).toEqual(statuses.map((st) => [st]));
+    };
     broken.on = true;
     const { json } = await call('POST', '/workflows', {
       steps: [
@@ -151,6 +163,7 @@ describe('workflows over HTTP', () => {
     expect(view.error).toMatchObject({ code: 'upstream_down' });
     expect(view.steps.map((s) => s.status)).toEqual(['failed', 'cancelled']);
     expect((await call('DELETE', url)).res.status).toBe(409);
+    await resultsOf(url, ['failed', 'cancelled']);
 
     const slow = await call('POST', '/workflows', {
       steps: [
@@ -163,7 +176,23 @@ describe('workflows over HTTP', () => {
     const cancelled = await call('DELETE', slowUrl);
     expect(cancelled.res.status).toBe(200);
     expect((cancelled.json as unknown as WorkflowView).steps.map((s) => s.status)).toEqual(['cancelled', 'cancelled']);
+    await resultsOf(slowUrl, ['cancelled', 'cancelled']);
     expect((await call('GET', '/workflows/7e4f8a1c-0000-4000-8000-000000000000')).res.status).toBe(404);
+
+    // DELETE of one running step cancels the workflow: the others, not started, get their results from the API.
+    const three = await call('POST', '/workflows', {
+      steps: [
+        { id: 'a', type: 'agent', input: { content: 'slow', simulate_ms: 5000 } },
+        { id: 'b', type: 'agent', input: { content: 'b' }, needs: ['a'] },
+        { id: 'c', type: 'agent', input: { content: 'c' }, needs: ['a'] },
+      ],
+    });
+    const threeUrl = `/workflows/${String(three.json.workflow_id)}`;
+    await waitFor('step a running', async () => ((await call('GET', threeUrl)).json as unknown as WorkflowView).steps[0]?.status === 'running');
+    const a = ((await call('GET', threeUrl)).json as unknown as WorkflowView).steps[0]?.task_id ?? '';
+    expect((await call('DELETE', `/tasks/${a}`)).res.status).toBe(200);
+    expect((await call('GET', threeUrl)).json.status).toBe('cancelled');
+    await resultsOf(threeUrl, ['cancelled', 'cancelled', 'cancelled']);
   });
 
   it('lets a handler spawn child tasks and a step that runs with all their results (ctx.spawn), once even if it runs again', async () => {

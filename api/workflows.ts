@@ -11,7 +11,6 @@ import { quotaExceededError, rateLimitHeaders } from '../common/limits.ts';
 import type { Logger } from '../common/logger.ts';
 import { requestOutgoing, requestTopicFor } from '../common/messages.ts';
 import { costOf, type TaskRegistry } from '../common/registry.ts';
-import { publishResult } from '../common/results.ts';
 import type { TaskStore, WorkflowRecord } from '../common/store/port.ts';
 import { isTaskId, type TaskRecord } from '../common/task.ts';
 import {
@@ -25,7 +24,7 @@ import {
   type WorkflowAcceptedView,
   type WorkflowListView,
 } from '../common/views.ts';
-import { countCancelledSteps, resolveWorkflow, startWorkflow, workflowFingerprint, type WorkflowDeps } from '../common/workflows.ts';
+import { endCancelledSteps, resolveWorkflow, startWorkflow, workflowFingerprint, type WorkflowDeps } from '../common/workflows.ts';
 import type { AppEnv, Principal } from './auth.ts';
 import { validationError } from './errors.ts';
 import { idempotencyKeyOf, readJsonBody } from './request.ts';
@@ -146,23 +145,8 @@ export function mountWorkflows(app: Hono<Env>, deps: WorkflowRouteDeps): void {
     logger.info('workflow cancelled', { workflow_id: id });
     const recs = await Promise.all(r.workflow.steps.map((s) => store.get(s.taskId)));
     const view = toWorkflowView(r.workflow, new Map(recs.flatMap((t) => (t ? [[t.id, t] as const] : []))));
-    // Steps that were not running have no worker to count their end (running ones' workers do).
-    if (metrics)
-      await countCancelledSteps(store, metrics, recs).catch((err: unknown) =>
-        logger.warn('could not count the cancelled steps', { workflow_id: id, err: errorMessage(err) }),
-      );
-    // Steps that had not started have no worker to publish their end (running ones' workers do).
-    if (deps.resultTopic) {
-      const topic = deps.resultTopic;
-      await Promise.all(
-        recs.map(async (t) => {
-          if (!t || t.status !== 'cancelled' || t.attempt > 0 || t.resultPublished) return;
-          await withTimeout(publishResult(broker, store, topic, t), deps.publishTimeoutMs, () => new Error('no ack in time')).catch((err: unknown) =>
-            logger.warn('could not publish the result of a cancelled step', { task_id: t.id, err: errorMessage(err) }),
-          );
-        }),
-      );
-    }
+    // Steps that were not running have no worker to count and publish their end (running ones' workers do).
+    await endCancelledSteps(deps, recs).catch((err: unknown) => logger.warn('could not end the cancelled steps', { workflow_id: id, err: errorMessage(err) }));
     return c.json(view);
   });
 

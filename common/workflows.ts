@@ -14,6 +14,7 @@ import { UnavailableError, ValidationError, WorkflowKeyReusedError, errorMessage
 import type { Logger } from './logger.ts';
 import { submitOutcomeOf, type Metrics, type SubmitOutcome } from './metrics.ts';
 import { requestOutgoing, requestTopicFor } from './messages.ts';
+import { publishResult } from './results.ts';
 import { quotaExceededError, rateLimitedError } from './limits.ts';
 import { costOf, type TaskRegistry } from './registry.ts';
 import type { IdempotencyClaim, NewStep, NewWorkflow, RateState, TaskStore, WorkflowStatus } from './store/port.ts';
@@ -315,34 +316,53 @@ export async function publishReady(store: TaskStore, broker: Broker, requestTopi
   );
 }
 
-/**
- * Counts in atq_tasks_finished_total the steps a workflow's end cancelled (DELETE /workflows/:id,
- * a DELETE of one of its steps, a step that failed) that were not running then: a running
- * step's worker counts its own end. `steps`: the workflow's step records after it ended;
- * `except`: the step that ended it, which its caller counts. Answers how many it counted.
- */
-export async function countCancelledSteps(store: TaskStore, metrics: Metrics, steps: readonly (TaskRecord | null)[], except?: string): Promise<number> {
-  const ended = await Promise.all(
-    steps.map(async (t) => {
-      if (!t || t.id === except || t.status !== 'cancelled') return false;
-      // A step never claimed was not running; one claimed before was running, or waiting for its retry: its history says which.
-      if (t.attempt === 0) return true;
-      const events = await store.events(t.id, null, 1000);
-      const cancelled = events.filter((e) => e.type === 'cancelled').at(-1);
-      return cancelled !== undefined && cancelled.data.was !== 'running';
-    }),
-  );
-  let n = 0;
-  ended.forEach((counted, i) => {
-    const t = steps[i];
-    if (!counted || !t) return;
-    metrics.finished.inc({ type: metrics.type(t.type), outcome: 'cancelled' });
-    n++;
-  });
-  return n;
+/** What endCancelledSteps needs: the store, and the metrics and result topic when the process has them. */
+export interface StepEndDeps {
+  store: TaskStore;
+  broker: Broker;
+  logger: Logger;
+  metrics?: Metrics | undefined;
+  resultTopic?: string | undefined;
+  /** How long a result publish may take before it is left (logged). */
+  publishTimeoutMs: number;
 }
 
-/** The step records of workflow `id` (null for one expired), for countCancelledSteps. */
+/**
+ * The steps a workflow's end cancelled (DELETE /workflows/:id, a DELETE of one of its steps, a
+ * step that failed) that were not running then have no worker to end them: each is counted in
+ * atq_tasks_finished_total and its `cancelled` result message published here, once. A running
+ * step's worker does both for its own. `steps`: the workflow's step records after it ended;
+ * `except`: the step that ended it, which its caller ends. Answers how many it ended.
+ */
+export async function endCancelledSteps(deps: StepEndDeps, steps: readonly (TaskRecord | null)[], except?: string): Promise<number> {
+  const { store, metrics, resultTopic, logger } = deps;
+  const unrun = await Promise.all(
+    steps.map(async (t) => {
+      if (!t || t.id === except || t.status !== 'cancelled') return null;
+      // A step never claimed was not running; one claimed before was running, or waiting for its retry: its history says which.
+      if (t.attempt === 0) return t;
+      const events = await store.events(t.id, null, 1000);
+      const cancelled = events.filter((e) => e.type === 'cancelled').at(-1);
+      return cancelled !== undefined && cancelled.data.was !== 'running' ? t : null;
+    }),
+  );
+  const ended = unrun.filter((t): t is TaskRecord => t !== null);
+  for (const t of ended) metrics?.finished.inc({ type: metrics.type(t.type), outcome: 'cancelled' });
+  if (resultTopic) {
+    await Promise.all(
+      ended
+        .filter((t) => !t.resultPublished)
+        .map((t) =>
+          withTimeout(publishResult(deps.broker, store, resultTopic, t), deps.publishTimeoutMs, () => new Error('no ack in time')).catch((err: unknown) =>
+            logger.warn('could not publish the result of a cancelled step', { task_id: t.id, err: errorMessage(err) }),
+          ),
+        ),
+    );
+  }
+  return ended.length;
+}
+
+/** The step records of workflow `id` (null for one expired), for endCancelledSteps. */
 export async function workflowSteps(store: TaskStore, id: string): Promise<(TaskRecord | null)[]> {
   const wf = await store.getWorkflow(id);
   return wf ? Promise.all(wf.steps.map((s) => store.get(s.taskId))) : [];

@@ -18,7 +18,7 @@ import { PriorityGate } from './priority-gate.ts';
 import type { Metrics } from '../common/metrics.ts';
 import { startHeartbeat, type Heartbeat } from './heartbeat.ts';
 import type { HandlerContext, SpawnStep } from '../common/registry.ts';
-import { countCancelledSteps, publishReady, resolveWorkflow, startWorkflow, uuidFrom, workflowSteps, type WorkflowStepSpec } from '../common/workflows.ts';
+import { endCancelledSteps, publishReady, resolveWorkflow, startWorkflow, uuidFrom, workflowSteps, type WorkflowStepSpec } from '../common/workflows.ts';
 
 export interface WorkerOptions {
   id: string;
@@ -178,7 +178,7 @@ export class Worker {
         this.deps.metrics?.leaseLost.inc({ type: this.deps.metrics.type(claim.task.type), outcome: 'exhausted' });
         this.deps.metrics?.finished.inc({ type: this.deps.metrics.type(claim.task.type), outcome: 'failed' });
         log.error('task failed: its worker stopped on the last attempt', { attempt: claim.task.attempt, code: claim.task.error?.code });
-        await this.countAbortedSteps(claim.task, log);
+        await this.endAbortedSteps(claim.task, log);
         await this.publishResult(claim.task);
         await this.deadLetter(d, 'worker_lost', claim.task.error?.message ?? 'worker lost');
         return 'failed';
@@ -289,7 +289,7 @@ export class Worker {
     this.stats.failed++;
     this.ended(r.task, 'failed');
     log.error('task failed', { attempt: task.attempt, code: error.code, err: error.message });
-    await this.countAbortedSteps(r.task, log);
+    await this.endAbortedSteps(r.task, log);
     await this.publishResult(r.task);
     await this.deadLetter(d, error.code, `failed after ${task.attempt} attempt(s): ${error.message}`);
     return 'failed';
@@ -321,14 +321,18 @@ export class Worker {
     return 'lost';
   }
 
-  /** A workflow step that failed failed its workflow too, cancelling its other steps: counts those not running (their workers count theirs). */
-  private async countAbortedSteps(task: TaskRecord, log: Logger): Promise<void> {
-    const m = this.deps.metrics;
-    if (!m || !task.workflowId) return;
+  /**
+   * A workflow step that failed failed its workflow too, cancelling its other steps: counts
+   * those not running and publishes their cancelled results (their workers end theirs).
+   */
+  private async endAbortedSteps(task: TaskRecord, log: Logger): Promise<void> {
+    if (!task.workflowId) return;
+    const { store, broker, metrics, options } = this.deps;
+    const deps = { store, broker, logger: log, metrics, resultTopic: options.resultTopic, publishTimeoutMs: options.publishTimeoutMs ?? 5000 };
     try {
-      await countCancelledSteps(this.deps.store, m, await workflowSteps(this.deps.store, task.workflowId), task.id);
+      await endCancelledSteps(deps, await workflowSteps(store, task.workflowId), task.id);
     } catch (err) {
-      log.warn('could not count the cancelled steps of a failed workflow', { workflow_id: task.workflowId, err: errorMessage(err) });
+      log.warn('could not end the cancelled steps of a failed workflow', { workflow_id: task.workflowId, err: errorMessage(err) });
     }
   }
 
