@@ -672,8 +672,14 @@ async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export function agentTools(client: TaskClient) {
   return {
     /** Submits a task and answers its id at once. */
-    submit_task: async (type: string, input: unknown, opts: Omit<Extract<SubmitRequest, { type: string }>, 'type' | 'input'> = {}): Promise<string> =>
-      (await client.submit({ type, input, ...opts })).task_id,
+    submit_task: async (
+      type: string,
+      input: unknown,
+      opts: Omit<Extract<SubmitRequest, { type: string }>, 'type' | 'input'> & { idempotency_key?: string } = {},
+    ): Promise<string> => {
+      const { idempotency_key: idempotencyKey, ...rest } = opts;
+      return (await client.submit({ type, input, ...rest }, idempotencyKey === undefined ? {} : { idempotencyKey })).task_id;
+    },
 
     /**
      * Waits until every task is finished, or `maxWaitSeconds` has passed; answers each task's
@@ -715,7 +721,8 @@ export function agentTools(client: TaskClient) {
     cancel_task: (id: string): Promise<TaskView> => client.cancel(id),
 
     /** Starts a workflow (steps with their needs, or a template); answers its id and each step's task id. */
-    submit_workflow: (req: WorkflowRequest): Promise<WorkflowAccepted> => client.submitWorkflow(req),
+    submit_workflow: (req: WorkflowRequest, opts: { idempotency_key?: string } = {}): Promise<WorkflowAccepted> =>
+      client.submitWorkflow(req, opts.idempotency_key === undefined ? {} : { idempotencyKey: opts.idempotency_key }),
 
     /** The tenant's quota: units per window, spent, remaining (null when unlimited) and when it resets. */
     get_quota: (): Promise<TenantQuota> => client.quota(),
@@ -765,10 +772,12 @@ export async function callAgentTool(
       return tools.list_tasks(parse(AGENT_TOOL_ARGS.list_tasks));
     case 'cancel_task':
       return tools.cancel_task(parse(AGENT_TOOL_ARGS.cancel_task).task_id);
-    case 'submit_workflow':
-      parse(AGENT_TOOL_ARGS.submit_workflow);
-      // As the model sent it: the API checks the form it is and names what is wrong.
-      return tools.submit_workflow(args as WorkflowRequest);
+    case 'submit_workflow': {
+      const { idempotency_key } = parse(AGENT_TOOL_ARGS.submit_workflow);
+      // As the model sent it (but the key, a header): the API checks the form it is and names what is wrong.
+      const { idempotency_key: _key, ...req } = args as WorkflowRequest & { idempotency_key?: string };
+      return tools.submit_workflow(req, idempotency_key === undefined ? {} : { idempotency_key });
+    }
     case 'get_quota':
       parse(AGENT_TOOL_ARGS.get_quota);
       return tools.get_quota();

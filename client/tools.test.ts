@@ -6,6 +6,8 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { TaskApiError, TaskClient, agentTools, callAgentTool, toolDefinitions } from './index.ts';
+import { embeddedStack } from '../test/support/embedded.ts';
+import { defaultRegistry } from '../worker/task-types.ts';
 
 interface ValidateFunction {
   (data: unknown): boolean;
@@ -117,6 +119,33 @@ describe('callAgentTool', () => {
     const out = await callAgentTool(tools, 'submit_task', { type: 'agent', input: { content: 'hi' }, user_id: 'u1' });
     expect(out).toEqual({ task_id: ID });
     expect(bodies).toEqual([{ type: 'agent', input: { content: 'hi' }, user_id: 'u1', priority: 'normal' }]);
+  });
+
+  it('sends idempotency_key as the Idempotency-Key header: the same call again answers the same task and workflow', async () => {
+    const cleanups: (() => Promise<unknown>)[] = [];
+    try {
+      const { app } = await embeddedStack(cleanups, { registry: defaultRegistry(), startWorker: false });
+      const keys: (string | null)[] = [];
+      const fetch: typeof globalThis.fetch = async (input, init) => {
+        const req = new Request(input, init);
+        keys.push(req.headers.get('idempotency-key'));
+        return app.request(req);
+      };
+      const tools = agentTools(new TaskClient({ baseUrl: 'http://localhost', fetch }));
+      const task = { type: 'agent', input: { content: 'hi' }, idempotency_key: 'agent-turn-7' };
+      const first = await callAgentTool(tools, 'submit_task', task);
+      expect(await callAgentTool(tools, 'submit_task', task)).toEqual(first);
+      expect(await callAgentTool(tools, 'submit_task', { ...task, idempotency_key: undefined })).not.toEqual(first);
+      const wf = { template: 'seed_report', input: { topic: 'keyboards' }, idempotency_key: 'agent-turn-7' };
+      const started = (await callAgentTool(tools, 'submit_workflow', wf)) as { workflow_id: string };
+      expect(((await callAgentTool(tools, 'submit_workflow', wf)) as { workflow_id: string }).workflow_id).toBe(started.workflow_id);
+      expect(keys).toEqual(['agent-turn-7', 'agent-turn-7', null, 'agent-turn-7', 'agent-turn-7']);
+      await expect(callAgentTool(tools, 'submit_task', { ...task, idempotency_key: 'tab\there' })).rejects.toThrow(
+        /invalid arguments for submit_task: idempotency_key: must be 1 to 255 visible ASCII characters/,
+      );
+    } finally {
+      while (cleanups.length > 0) await cleanups.pop()?.();
+    }
   });
 
   it('names the wrong argument, and the unknown tool, without calling the API', async () => {

@@ -22,8 +22,18 @@ const taskIds = z
   .describe('Task ids, as submit_task answered them.');
 const oneTask = z.strictObject({ task_id: taskIdSchema });
 
+/** Sent as the Idempotency-Key header (POST /tasks, POST /workflows): the API's own rule, 1 to 255 visible ASCII characters. */
+const idempotencyKeyArg = z
+  .string()
+  .regex(/^[\x21-\x7e]{1,255}$/, 'must be 1 to 255 visible ASCII characters')
+  .optional()
+  .describe(
+    'A key of your own for this submission: calling again with the same key and arguments (after a timeout, say) answers what the first call started instead of starting it twice.',
+  );
+
 /** POST /tasks in its general form, without `async_mode` (a tool that waits is wait_for_tasks). */
 const submitArgs = generalBody.omit({ async_mode: true }).extend({
+  idempotency_key: idempotencyKeyArg,
   type: generalBody.shape.type.describe(
     'The task type, e.g. `agent` (input `{"content": "text to analyse"}`); the API names the known types when one is wrong.',
   ),
@@ -44,6 +54,7 @@ const workflowArgs = workflowStepsBody
       .describe('The steps: each an id, a task type, its input, and the ids of the steps it needs (it starts when they are all done, and sees their results).'),
     template: workflowTemplateBody.shape.template.optional().describe('Instead of steps: a built-in workflow, e.g. `seed_report` (input `{"topic": "…"}`).'),
     input: workflowTemplateBody.shape.input.unwrap().optional().describe('The input of the template.'),
+    idempotency_key: idempotencyKeyArg,
   })
   .refine((a) => (a.steps === undefined) !== (a.template === undefined), { message: 'give either steps or template', path: ['steps'] });
 
