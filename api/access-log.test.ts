@@ -10,14 +10,14 @@ import { createApp } from './app.ts';
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-function setup(opts: { auth?: 'keys' | 'off'; level?: LogLevel } = {}) {
+function setup(opts: { auth?: 'keys' | 'off'; level?: LogLevel; broker?: MemoryBroker } = {}) {
   const store = new MemoryTaskStore();
   const lines: string[] = [];
   const logger = createLogger({ level: opts.level ?? 'debug', format: 'json', write: (l) => lines.push(l) }, { role: 'api' });
   const stopping = new AbortController();
   const app = createApp({
     store,
-    broker: new MemoryBroker(),
+    broker: opts.broker ?? new MemoryBroker(),
     registry: defaultRegistry(),
     logger,
     shutdownSignal: stopping.signal,
@@ -136,6 +136,28 @@ describe('access log', () => {
       ['/tasks', 405, 'id-405'],
       ['/tasks', 415, 'id-415'],
     ]);
+  });
+
+  it('puts the request id on the lines a request writes besides its access line: accepted, cancelled, a 503', async () => {
+    const broker = new MemoryBroker();
+    const publish = broker.publish.bind(broker);
+    let down = false;
+    broker.publish = (topic, m) => (down ? Promise.reject(new Error('broker down')) : publish(topic, m));
+    const { app, records } = setup({ broker });
+    const post = (id: string) =>
+      app.request('http://localhost/tasks', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-request-id': id },
+        body: JSON.stringify({ user_id: 'u1', content: 'hi' }),
+      });
+    const accepted = (await (await post('req-accepted')).json()) as { task_id: string };
+    await app.request(`http://localhost/tasks/${accepted.task_id}`, { method: 'DELETE', headers: { 'x-request-id': 'req-cancel' } });
+    down = true;
+    expect((await post('req-down')).status).toBe(503);
+    const byMsg = (msg: string) => records().find((r) => r.msg === msg);
+    expect(byMsg('task accepted')).toMatchObject({ request_id: 'req-accepted', task_id: accepted.task_id });
+    expect(byMsg('task cancelled')).toMatchObject({ request_id: 'req-cancel', task_id: accepted.task_id });
+    expect(byMsg('dependency unavailable')).toMatchObject({ level: 'error', request_id: 'req-down', method: 'POST', path: '/tasks' });
   });
 
   it('logs an event stream when it starts, with its request id on the 200', async () => {

@@ -193,7 +193,15 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       return c.json(body, 202);
     }
     const { task, downgraded } = submitted;
-    logger.info('task accepted', { task_id: task.id, tenant: p.tenant, type: task.type, user_id: task.userId, priority: task.priority, downgraded });
+    logger.info('task accepted', {
+      request_id: c.get('requestId'),
+      task_id: task.id,
+      tenant: p.tenant,
+      type: task.type,
+      user_id: task.userId,
+      priority: task.priority,
+      downgraded,
+    });
     if (waitSeconds > 0) {
       const finished = await waitForEnd(store, task.id, waitSeconds * 1000, { pollMs, signal: until(c) });
       if (finished && isTerminal(finished.status)) return c.json(toTaskView(finished), 200);
@@ -243,7 +251,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const r = await store.cancel(id, reason, p.tenant);
     if (r.outcome === 'missing') throw new NotFoundError(`no task ${id}`, id);
     if (r.outcome === 'terminal') throw new TaskFinishedError(id, r.task.status);
-    logger.info('task cancelled', { task_id: id, was: r.was });
+    logger.info('task cancelled', { request_id: c.get('requestId'), task_id: id, was: r.was });
     // A running task's worker counts its end.
     if (r.was !== 'running') deps.metrics?.finished.inc({ type: deps.metrics.type(r.task.type), outcome: 'cancelled' });
     // A step's cancel cancels its workflow's other steps: those not running are counted and their results published here too.

@@ -99,15 +99,19 @@ export function errorBody(err: unknown): ErrorBody {
 
 export function renderError(c: Context, err: unknown, logger: Logger): Response {
   const status = statusOf(err);
+  // The access log's id (api/access-log.ts), so the error line and the request's line are found together.
+  const requestId = c.get('requestId') as string | undefined;
   if (status >= 500) {
     logger.error(status === 503 ? 'dependency unavailable' : 'request failed', {
+      request_id: requestId,
       method: c.req.method,
       path: c.req.path,
       err: err instanceof Error ? err.message : String(err),
       stack: status === 500 && err instanceof Error ? err.stack : undefined,
     });
   }
-  if (err instanceof ClientAbortedError) logger.debug('client went away before its request was read', { method: c.req.method, path: c.req.path });
+  if (err instanceof ClientAbortedError)
+    logger.debug('client went away before its request was read', { request_id: requestId, method: c.req.method, path: c.req.path });
   if (status === 503) c.header('Retry-After', String(RETRY_AFTER_SECONDS));
   if (err instanceof TooManyRequestsError) {
     c.header('Retry-After', String(err.retryAfterSeconds));

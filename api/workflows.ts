@@ -107,7 +107,14 @@ export function mountWorkflows(app: Hono<Env>, deps: WorkflowRouteDeps): void {
     const idempotency = key === undefined ? undefined : { key, fingerprint: workflowFingerprint(spec), ttlSeconds: deps.idempotencyTtlSeconds };
     const started = await startWorkflow(deps, p.tenant, spec, idempotency ? { idempotency } : {});
     if (started.replay) c.header('Idempotent-Replayed', 'true');
-    else logger.info('workflow accepted', { workflow_id: started.workflowId, tenant: p.tenant, name: spec.name, steps: spec.steps.length });
+    else
+      logger.info('workflow accepted', {
+        request_id: c.get('requestId'),
+        workflow_id: started.workflowId,
+        tenant: p.tenant,
+        name: spec.name,
+        steps: spec.steps.length,
+      });
     const statusUrl = new URL(`/workflows/${started.workflowId}`, c.req.url).toString();
     c.header('Location', statusUrl);
     if (started.rate) for (const [k, v] of Object.entries(rateLimitHeaders('submits', started.rate))) c.header(k, v);
@@ -142,7 +149,7 @@ export function mountWorkflows(app: Hono<Env>, deps: WorkflowRouteDeps): void {
     const r = await store.cancelWorkflow(id, reason, p.tenant);
     if (r.outcome === 'missing') throw new NotFoundError(`no workflow ${id}`);
     if (r.outcome === 'terminal') throw new ConflictError('workflow_finished', `workflow ${id} has ended ${r.workflow.status}`);
-    logger.info('workflow cancelled', { workflow_id: id });
+    logger.info('workflow cancelled', { request_id: c.get('requestId'), workflow_id: id });
     const recs = await Promise.all(r.workflow.steps.map((s) => store.get(s.taskId)));
     const view = toWorkflowView(r.workflow, new Map(recs.flatMap((t) => (t ? [[t.id, t] as const] : []))));
     // Steps that were not running have no worker to count and publish their end (running ones' workers do).
